@@ -1,0 +1,26 @@
+"""Storage for the dubbing pipeline: artifact stores (local directory or S3) and DuckDB lineage."""
+
+from storage.artifacts import ArtifactStore
+from storage.errors import ArtifactNotFound, InvalidKey, StorageError, TransientStorageError, is_transient
+from storage.factory import open_store, read_source
+from storage.keys import content_key, sha256_bytes, sha256_file, validate_key
+from storage.local_store import LocalStore
+from storage.s3_store import S3Config, S3Store
+
+__all__ = [
+    "ArtifactNotFound",
+    "ArtifactStore",
+    "InvalidKey",
+    "LocalStore",
+    "S3Config",
+    "S3Store",
+    "StorageError",
+    "TransientStorageError",
+    "content_key",
+    "is_transient",
+    "open_store",
+    "read_source",
+    "sha256_bytes",
+    "sha256_file",
+    "validate_key",
+]
