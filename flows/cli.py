@@ -1,0 +1,209 @@
+"""The `thinksound` command: run, reprocess, status, lineage and demo.
+
+Prefect is imported only after the environment is set up, so its state lands in the work directory
+(or the user's PREFECT_HOME) and a flow never reaches for a server the user did not configure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(help="ThinkSound dubbing pipeline: give silent videos a soundtrack, at dataset scale.")
+console = Console(stderr=True)
+
+Workdir = Annotated[Path, typer.Option("--workdir", "-w", help="Lineage, local artifacts and Prefect state.")]
+
+
+def _prepare_environment(workdir: Path) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    if "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
+        os.environ["PREFECT_HOME"] = str(workdir / "prefect")
+
+
+def _settings(workdir: Path, **options):
+    from tasks.config import CotSettings, PipelineSettings, QualitySettings, S3Settings
+
+    cot_options = {k: v for k, v in options.pop("cot").items() if v is not None}
+    quality_options = {k: v for k, v in options.pop("quality").items() if v is not None}
+    return PipelineSettings(
+        workdir=str(workdir),
+        s3=S3Settings(
+            endpoint=os.environ.get("THINKSOUND_S3_ENDPOINT"),
+            access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
+            secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
+            secure=os.environ.get("THINKSOUND_S3_SECURE", "").lower() in {"1", "true", "yes"},
+        ),
+        cot=CotSettings(**cot_options),
+        quality=QualitySettings(**quality_options),
+        **{k: v for k, v in options.items() if v is not None},
+    )
+
+
+def _progress_bar():
+    from flows.report import progress_listeners
+
+    progress = Progress(
+        TextColumn("[bold]dubbing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
+    task_id = progress.add_task("items", total=None)
+
+    def listener(done: int, total: int) -> None:
+        progress.update(task_id, completed=done, total=total)
+
+    progress_listeners.append(listener)
+    return progress
+
+
+def _print_outcome(result: dict) -> None:
+    counts = result.get("counts", {})
+    console.print(
+        f"run [bold]{result.get('run_id')}[/]: "
+        + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        + (f" ({result['cached']} reused from earlier runs)" if result.get("cached") else "")
+    )
+    for item in result.get("items", []):
+        if item["status"] != "succeeded":
+            console.print(f"  [red]{item['status']}[/] {item['source']}: {item['error']}")
+
+
+@app.command()
+def run(
+    input: Annotated[str, typer.Argument(help="A directory of videos or a CSV/Parquet manifest.")],
+    workdir: Workdir = Path("thinksound-work"),
+    preset: Annotated[str, typer.Option(help="'tiny' (random weights, noise) or 'thinksound'.")] = "tiny",
+    weights: Annotated[str | None, typer.Option(help="Checkpoint dir or hub repo (thinksound preset).")] = None,
+    store: Annotated[str | None, typer.Option(help="Artifact store: a directory or s3://bucket/prefix.")] = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    batch_size: int = 8,
+    steps: int = 24,
+    cfg_scale: float = 5.0,
+    seed: int = 0,
+    max_duration: Annotated[float | None, typer.Option(help="Seconds of each video to dub.")] = None,
+    loudness_target: Annotated[float | None, typer.Option(help="LUFS target.")] = None,
+    max_regenerations: Annotated[int | None, typer.Option(help="Retries with new seeds on QC failure.")] = None,
+    cot_url: Annotated[str | None, typer.Option(help="vLLM OpenAI-compatible URL, e.g. http://host:8000/v1.")] = None,
+    cot_model: Annotated[str | None, typer.Option(help="Model name served by vLLM.")] = None,
+    cot_prompt: Annotated[str | None, typer.Option(help="Prompt template version.")] = None,
+    start_cot_server: Annotated[bool, typer.Option(help="Start a local vLLM server for this run.")] = False,
+) -> None:
+    """Dub every video of INPUT. Exits 0 when the run completed, whatever individual items did."""
+    _prepare_environment(workdir)
+    from flows.dub import dub_dataset, new_run_id
+
+    settings = _settings(
+        workdir,
+        preset=preset, weights=weights, store=store, device=device, precision=precision, batch_size=batch_size,
+        steps=steps, cfg_scale=cfg_scale, seed=seed, max_duration_sec=max_duration,
+        cot={"url": cot_url, "model": cot_model, "prompt_version": cot_prompt, "start_server": start_cot_server},
+        quality={"loudness_target_lufs": loudness_target, "max_regenerations": max_regenerations},
+    )
+    with _progress_bar():
+        result = dub_dataset(input=input, settings=settings, run_id=new_run_id())
+    _print_outcome(result)
+
+
+@app.command()
+def reprocess(
+    workdir: Workdir = Path("thinksound-work"),
+    from_run: Annotated[str | None, typer.Option(help="Only sources of this run.")] = None,
+    stage: Annotated[str | None, typer.Option(help="Only items that failed at this stage.")] = None,
+    error: Annotated[str | None, typer.Option(help="Only items whose error contains this text.")] = None,
+    include_rejected: bool = True,
+    preset: str = "tiny",
+    device: str = "cpu",
+    precision: str = "fp32",
+    batch_size: int = 8,
+) -> None:
+    """Rerun failed (and rejected) items chosen from lineage, from the stage that failed."""
+    _prepare_environment(workdir)
+    from flows.reprocess import reprocess_failed
+
+    settings = _settings(
+        workdir, preset=preset, device=device, precision=precision, batch_size=batch_size, cot={}, quality={}
+    )
+    with _progress_bar():
+        result = reprocess_failed(
+            settings=settings, from_run=from_run, stage=stage, error_contains=error, include_rejected=include_rejected
+        )
+    _print_outcome(result)
+
+
+def _open_lineage(workdir: Path):
+    from storage import Lineage
+
+    path = workdir / "lineage.duckdb"
+    if not path.exists():
+        console.print(f"[red]no lineage database at {path}[/]")
+        raise typer.Exit(1)
+    return Lineage.open(path)
+
+
+def _print_rows(title: str, rows: list[dict]) -> None:
+    if not rows:
+        console.print(f"{title}: nothing recorded")
+        return
+    table = Table(title=title)
+    for column in rows[0]:
+        table.add_column(str(column))
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row.values()))
+    Console().print(table)
+
+
+@app.command()
+def status(
+    workdir: Workdir = Path("thinksound-work"),
+    run_id: Annotated[str | None, typer.Option(help="One run; default: every run.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """The run summary from lineage."""
+    lin = _open_lineage(workdir)
+    try:
+        rows = lin.run_summary(run_id)
+    finally:
+        lin.close()
+    if as_json:
+        sys.stdout.write(json.dumps(rows, default=str, indent=2) + "\n")
+    else:
+        _print_rows("runs", rows)
+
+
+@app.command()
+def lineage(
+    item: Annotated[str, typer.Argument(help="An item id or a source path/URI.")],
+    workdir: Workdir = Path("thinksound-work"),
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """The full history of one item: every stage attempt, state and artifact, across runs."""
+    lin = _open_lineage(workdir)
+    try:
+        history = lin.item_history(item)
+    finally:
+        lin.close()
+    if as_json:
+        sys.stdout.write(json.dumps(history, default=str, indent=2) + "\n")
+        return
+    if not any(history.values()) if isinstance(history, dict) else not history:
+        console.print(f"[red]nothing recorded for {item}[/]")
+        raise typer.Exit(1)
+    if isinstance(history, dict):
+        for section, rows in history.items():
+            _print_rows(section, rows)
+    else:
+        _print_rows(item, history)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,113 @@
+"""Pipeline settings: the one typed, validated place where every knob of a dubbing run lives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Precision = Literal["fp32", "bf16", "fp16"]
+
+# Synchformer needs one 16-frame window at 25 fps to say anything about the video.
+MIN_CONDITIONING_SEC = 16 / 25
+
+
+class QualitySettings(BaseModel):
+    """Thresholds of the per-item audio checks and the loudness target."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    duration_tolerance_sec: float = Field(0.05, ge=0)
+    max_clipping_ratio: float = Field(0.01, ge=0, le=1)
+    clipping_level: float = Field(0.999, gt=0, le=1)
+    max_silence_ratio: float = Field(0.8, ge=0, le=1)
+    silence_threshold_dbfs: float = -60.0
+    min_loudness_lufs: float = -50.0
+    max_true_peak_dbtp: float = -1.0
+    loudness_target_lufs: float = -23.0
+    max_regenerations: int = Field(0, ge=0, le=10)
+
+
+class CotSettings(BaseModel):
+    """Where chain-of-thought captions come from."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str | None = None
+    model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
+    prompt_version: str = "v1"
+    max_concurrency: int = Field(8, ge=1, le=256)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(3, ge=0, le=10)
+    video_mode: Literal["frames", "video_url"] = "frames"
+    start_server: bool = False
+    server_python: str = ".venv-vllm/bin/python"
+
+
+class S3Settings(BaseModel):
+    """Connection to a MinIO / S3 endpoint; only used when the store is an s3:// URI."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    endpoint: str | None = None
+    access_key: str | None = Field(None, repr=False)
+    secret_key: str | None = Field(None, repr=False)
+    secure: bool = False
+
+
+class PipelineSettings(BaseModel):
+    """Everything a dubbing run needs; flows take it as one parameter so the UI shows it whole."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workdir: str
+    preset: Literal["tiny", "thinksound"] = "tiny"
+    weights: str | None = None
+    clip_model: str = "facebook/metaclip-h14-fullcc2.5b"
+    t5_model: str = "google/t5-v1_1-xl"
+    synchformer_weights: str | None = None
+    device: str = "cpu"
+    precision: Precision = "fp32"
+    steps: int = Field(24, ge=1, le=1000)
+    cfg_scale: float = Field(5.0, ge=0)
+    seed: int = 0
+    batch_size: int = Field(8, ge=1, le=1024)
+    max_duration_sec: float = Field(10.0, gt=0)
+    store: str | None = None
+    s3: S3Settings = S3Settings()
+    quality: QualitySettings = QualitySettings()
+    cot: CotSettings = CotSettings()
+
+    @model_validator(mode="after")
+    def _check_duration(self) -> PipelineSettings:
+        if self.max_duration_sec < MIN_CONDITIONING_SEC:
+            raise ValueError(f"max_duration_sec must be at least {MIN_CONDITIONING_SEC} s")
+        return self
+
+    @property
+    def workdir_path(self) -> Path:
+        return Path(self.workdir).expanduser().resolve()
+
+    @property
+    def lineage_path(self) -> Path:
+        return self.workdir_path / "lineage.duckdb"
+
+    @property
+    def store_target(self) -> str:
+        return self.store or str(self.workdir_path / "artifacts")
+
+    @property
+    def scratch_dir(self) -> Path:
+        return self.workdir_path / "scratch"
+
+    def synthesis_params(self) -> dict[str, object]:
+        """The parameters that change the generated audio, recorded in lineage and hashed into keys."""
+        return {
+            "preset": self.preset,
+            "weights": self.weights,
+            "precision": self.precision,
+            "steps": self.steps,
+            "cfg_scale": self.cfg_scale,
+            "seed": self.seed,
+        }

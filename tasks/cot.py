@@ -1,0 +1,120 @@
+"""CoT stage: the caption and chain-of-thought text of each item, from vLLM or from the manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from cot_prompts import CotRequest, CotResult, ProvidedBackend, VllmBackend, cot_cache_key, load_prompt
+from tasks import runtime
+from tasks.config import PipelineSettings
+from tasks.items import WorkItem
+from tasks.retry import retry_on_transient
+
+
+def _backend_identity(settings: PipelineSettings) -> str:
+    if settings.cot.url:
+        return f"vllm:{settings.cot.model}"
+    return "provided"
+
+
+def _make_backend(settings: PipelineSettings, prompt):
+    count = runtime.extractor(settings).count_t5_tokens
+    if settings.cot.url:
+        return VllmBackend(
+            base_url=settings.cot.url,
+            model=settings.cot.model,
+            prompt=prompt,
+            count_t5_tokens=count,
+            max_concurrency=settings.cot.max_concurrency,
+            timeout_s=settings.cot.timeout_s,
+            max_retries=settings.cot.max_retries,
+            video_mode=settings.cot.video_mode,
+        )
+    return ProvidedBackend(count_t5_tokens=count)
+
+
+def _apply(item: WorkItem, result: CotResult) -> None:
+    item.cot_record = dataclasses.asdict(result)
+    if result.error:
+        item.fail("cot", result.error)
+        return
+    item.caption = result.caption
+    item.caption_cot = result.caption_cot
+    item.cot_backend = result.backend
+    item.t5_tokens = result.t5_tokens
+    item.stage = "features"
+
+
+def _request(item: WorkItem) -> CotRequest:
+    return CotRequest(
+        item_id=item.item_id,
+        video_path=item.local_path,
+        duration_sec=item.duration_sec,
+        caption=item.provided_caption,
+        caption_cot=item.provided_cot,
+    )
+
+
+@task(
+    name="cot",
+    task_run_name="cot-{batch_id}",
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_on_transient,
+    cache_policy=NONE,
+)
+def write_cot(batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str) -> list[WorkItem]:
+    """Give each pending item its caption and CoT; results are cached by video, prompt and backend."""
+    store = runtime.store(settings)
+    lin = runtime.lineage(settings)
+    prompt = load_prompt(settings.cot.prompt_version) if settings.cot.url else None
+    identity = _backend_identity(settings)
+    missing: list[WorkItem] = []
+    attempts = []
+    for item in (i for i in items if i.is_pending):
+        item.cot_key = cot_cache_key(_request(item), identity, prompt.hash if prompt else "")
+        key = f"cot/{item.cot_key}.json"
+        if store.exists(key):
+            _apply(item, CotResult(**json.loads(store.get_bytes(key))))
+            attempts.append(_attempt(run_id, item, "cached", prompt, time.time(), time.time()))
+        else:
+            missing.append(item)
+    if missing:
+        started = time.time()
+        results = _make_backend(settings, prompt).generate([_request(i) for i in missing])
+        finished = time.time()
+        for item, result in zip(missing, results, strict=True):
+            _apply(item, result)
+            if result.error is None:
+                store.put_bytes(
+                    f"cot/{item.cot_key}.json",
+                    json.dumps(dataclasses.asdict(result), default=str).encode(),
+                    content_type="application/json",
+                )
+            attempts.append(_attempt(run_id, item, None, prompt, started, finished))
+    lin.record_attempts(attempts)
+    return items
+
+
+def _attempt(run_id: str, item: WorkItem, status: str | None, prompt, started: float, finished: float) -> dict:
+    record = item.cot_record or {}
+    return dict(
+        run_id=run_id,
+        stage="cot",
+        status=status or ("failed" if item.status == "failed" else "succeeded"),
+        item_id=item.item_id,
+        source=item.source,
+        input_hash=item.cot_key,
+        params={"backend": record.get("backend"), "retries": record.get("retries")},
+        model_version=record.get("model"),
+        prompt_version=f"{prompt.version}:{prompt.hash[:12]}" if prompt else None,
+        started_at=started,
+        finished_at=finished,
+        error=item.error if item.stage == "cot" else None,
+        details={"t5_tokens": record.get("t5_tokens"), "latency_s": record.get("latency_s")},
+    )

@@ -1,0 +1,119 @@
+"""Feature stage: video and text features, each cached by content plus the encoder's version."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from tasks import runtime
+from tasks.config import PipelineSettings
+from tasks.ingest import generation_duration
+from tasks.items import WorkItem, stable_hash
+from tasks.retry import retry_on_transient
+from thinksound.features import VideoDecodeError, decode_clip
+
+
+def video_features_key(item: WorkItem, settings: PipelineSettings) -> str:
+    digest = stable_hash(
+        item.content_hash,
+        round(item.start_sec, 3),
+        generation_duration(item.duration_sec),
+        runtime.video_extractor_version(settings),
+    )
+    return f"features/video/{digest[:2]}/{digest}.safetensors"
+
+
+def text_features_key(item: WorkItem, settings: PipelineSettings) -> str:
+    digest = stable_hash(item.caption, item.caption_cot, runtime.text_encoder_version(settings))
+    return f"features/text/{digest[:2]}/{digest}.safetensors"
+
+
+def _encode_videos(items: list[WorkItem], settings: PipelineSettings) -> None:
+    store = runtime.store(settings)
+    clips, decoded_items = [], []
+    for item in items:
+        try:
+            clips.append(
+                decode_clip(
+                    item.local_path,
+                    duration_sec=generation_duration(item.duration_sec),
+                    start_sec=item.start_sec,
+                )
+            )
+            decoded_items.append(item)
+        except VideoDecodeError as exc:
+            item.fail("features", f"video decoding failed: {exc}")
+    if not clips:
+        return
+    for item, features in zip(decoded_items, runtime.extractor(settings).encode_videos(clips), strict=True):
+        store.put_bytes(item.video_features_key, features.to_bytes())
+
+
+def _encode_texts(items: list[WorkItem], settings: PipelineSettings) -> None:
+    store = runtime.store(settings)
+    encoded = runtime.extractor(settings).encode_texts(
+        [i.caption for i in items], [i.caption_cot for i in items]
+    )
+    for item, features in zip(items, encoded, strict=True):
+        store.put_bytes(item.text_features_key, features.to_bytes())
+
+
+@task(
+    name="features",
+    task_run_name="features-{batch_id}",
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_on_transient,
+    cache_policy=NONE,
+)
+def extract_features(
+    batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str
+) -> list[WorkItem]:
+    """Extract the missing features of a batch, batched across items; cached ones are reused."""
+    store = runtime.store(settings)
+    started = time.time()
+    pending = [i for i in items if i.is_pending]
+    need_video, need_text = [], []
+    for item in pending:
+        item.video_features_key = video_features_key(item, settings)
+        # No caption and no CoT means video-only generation with the model's learned empty text.
+        has_text = bool(item.caption or item.caption_cot)
+        item.text_features_key = text_features_key(item, settings) if has_text else None
+        if not store.exists(item.video_features_key):
+            need_video.append(item)
+        if has_text and not store.exists(item.text_features_key):
+            need_text.append(item)
+    if need_video:
+        _encode_videos(need_video, settings)
+    text_targets = [i for i in need_text if i.is_pending]
+    if text_targets:
+        _encode_texts(text_targets, settings)
+    finished = time.time()
+    computed = {id(i) for i in need_video} | {id(i) for i in need_text}
+    attempts = []
+    for item in pending:
+        if item.is_pending:
+            item.stage = "synthesis"
+        attempts.append(
+            dict(
+                run_id=run_id,
+                stage="features",
+                status=(
+                    "failed"
+                    if item.status == "failed"
+                    else ("succeeded" if id(item) in computed else "cached")
+                ),
+                item_id=item.item_id,
+                source=item.source,
+                input_hash=item.video_features_key,
+                params={"text_key": item.text_features_key, "precision": settings.precision},
+                model_version=runtime.video_extractor_version(settings),
+                started_at=started,
+                finished_at=finished,
+                error=item.error if item.status == "failed" else None,
+            )
+        )
+    runtime.lineage(settings).record_attempts(attempts)
+    return items

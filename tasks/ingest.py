@@ -1,0 +1,211 @@
+"""Ingest: list the sources, fetch and content-hash each one, probe it, and fix its segment."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from storage import fetch_input, sha256_file
+from tasks import runtime
+from tasks.config import MIN_CONDITIONING_SEC, PipelineSettings
+from tasks.items import WorkItem, item_identity
+from tasks.retry import retry_on_transient
+from thinksound.features import VideoDecodeError, probe_video
+
+MANIFEST_SUFFIXES = {".csv", ".parquet"}
+# Durations are rounded up to this grid so that similar clips share a synthesis bucket; the audio is
+# trimmed back to the exact duration before publishing.
+DURATION_GRID_SEC = 0.25
+
+
+class ManifestError(ValueError):
+    """The input listing itself is unusable (the run cannot start)."""
+
+
+def _optional_text(value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _optional_float(value: object, column: str, row: int) -> float | None:
+    text = _optional_text(value)
+    if text is None:
+        return None
+    try:
+        number = float(text)
+    except ValueError as exc:
+        raise ManifestError(f"row {row}: column '{column}' is not a number: {text!r}") from exc
+    if not math.isfinite(number) or number < 0:
+        raise ManifestError(f"row {row}: column '{column}' must be a finite number >= 0, got {text!r}")
+    return number
+
+
+def _manifest_rows(path: Path) -> list[dict[str, object]]:
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _resolve(video: str, base: Path) -> str:
+    if video.startswith("s3://") or os.path.isabs(video):
+        return video
+    return str(base / video)
+
+
+def list_sources(input_spec: str) -> list[WorkItem]:
+    """The sources of a run: every file of a directory, or every row of a CSV/Parquet manifest."""
+    path = Path(input_spec)
+    if path.is_dir():
+        names = sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        return [WorkItem(source=os.path.join(input_spec, name), position=i) for i, name in enumerate(names)]
+    if path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
+        rows = _manifest_rows(path)
+        if rows and "video" not in rows[0]:
+            raise ManifestError(f"manifest {input_spec} has no 'video' column")
+        items = []
+        for i, row in enumerate(rows):
+            video = _optional_text(row.get("video"))
+            if video is None:
+                raise ManifestError(f"row {i}: empty 'video' value")
+            items.append(
+                WorkItem(
+                    source=video,
+                    position=i,
+                    manifest_id=_optional_text(row.get("id")),
+                    provided_caption=_optional_text(row.get("caption")),
+                    provided_cot=_optional_text(row.get("caption_cot")),
+                    start_sec=_optional_float(row.get("start"), "start", i) or 0.0,
+                    requested_duration_sec=_optional_float(row.get("duration"), "duration", i),
+                )
+            )
+        return items
+    if path.is_file():
+        return [WorkItem(source=input_spec, position=0)]
+    raise ManifestError(f"input {input_spec!r} is neither a directory, a manifest (.csv/.parquet) nor a file")
+
+
+def _content_hash(path: Path, settings: PipelineSettings) -> str:
+    """sha256 of the file, remembered by (path, size, mtime) so reruns do not re-read every byte."""
+    lin = runtime.lineage(settings)
+    stat = path.stat()
+    memo_key = f"file-sha256:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    digest = lin.cache_get(memo_key)
+    if digest is None:
+        digest = sha256_file(path)
+        lin.cache_put(memo_key, "file-sha256", digest)
+    return digest
+
+
+def _segment_duration(item: WorkItem, video_duration: float, settings: PipelineSettings) -> float:
+    available = video_duration - item.start_sec
+    if available <= 0:
+        raise VideoDecodeError(
+            f"start {item.start_sec:.2f} s is beyond the end of the video ({video_duration:.2f} s)"
+        )
+    duration = item.requested_duration_sec or min(available, settings.max_duration_sec)
+    duration = min(duration, available)
+    if duration < MIN_CONDITIONING_SEC:
+        raise VideoDecodeError(
+            f"too short to condition on: {duration:.2f} s of video, at least {MIN_CONDITIONING_SEC:.2f} s "
+            "(16 frames at 25 fps) are needed"
+        )
+    return duration
+
+
+def generation_duration(duration_sec: float) -> float:
+    """The duration the generator runs at: the segment rounded up to the bucketing grid."""
+    return math.ceil(duration_sec / DURATION_GRID_SEC - 1e-9) * DURATION_GRID_SEC
+
+
+def ingest_one(item: WorkItem, settings: PipelineSettings) -> WorkItem:
+    """Fetch, hash and probe one source; a broken input fails this item, never the run."""
+    try:
+        local = fetch_input(
+            item.source,
+            settings.scratch_dir / "inputs",
+            s3_endpoint=settings.s3.endpoint,
+            access_key=settings.s3.access_key,
+            secret_key=settings.s3.secret_key,
+            secure=settings.s3.secure,
+        )
+    except FileNotFoundError:
+        item.fail("ingest", f"input not found: {item.source}")
+        return item
+    if local.stat().st_size == 0:
+        item.fail("ingest", "empty file (0 bytes)")
+        return item
+    item.local_path = str(local)
+    item.content_hash = _content_hash(local, settings)
+    try:
+        info = probe_video(local)
+        item.video_duration_sec = info.duration_sec
+        item.video_codec = info.codec
+        item.duration_sec = _segment_duration(item, info.duration_sec, settings)
+    except VideoDecodeError as exc:
+        item.fail("ingest", str(exc))
+        return item
+    item.item_id = item_identity(item.content_hash, item.start_sec, item.duration_sec)
+    item.stage = "cot"
+    return item
+
+
+@task(
+    name="ingest",
+    task_run_name="ingest-{batch_id}",
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_on_transient,
+    cache_policy=NONE,
+)
+def ingest(batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str) -> list[WorkItem]:
+    """Ingest a batch of sources and record each outcome in lineage."""
+    lin = runtime.lineage(settings)
+    attempts = []
+    for item in items:
+        started = time.time()
+        ingest_one(item, settings)
+        if item.item_id is not None:
+            lin.upsert_item(
+                item.item_id,
+                content_hash=item.content_hash,
+                start_sec=item.start_sec,
+                duration_sec=item.duration_sec,
+                probe={"video_duration_sec": item.video_duration_sec, "codec": item.video_codec},
+            )
+        attempts.append(
+            dict(
+                run_id=run_id,
+                stage="ingest",
+                status="failed" if item.status == "failed" else "succeeded",
+                item_id=item.item_id,
+                source=item.source,
+                input_hash=item.content_hash,
+                params={"start_sec": item.start_sec, "duration_sec": item.duration_sec},
+                started_at=started,
+                finished_at=time.time(),
+                error=item.error,
+            )
+        )
+    for item in items:
+        lin.add_source(
+            run_id,
+            item.source,
+            item_id=item.item_id,
+            manifest_id=item.manifest_id,
+            caption=item.provided_caption,
+            caption_cot=item.provided_cot,
+            position=item.position,
+        )
+    lin.record_attempts(attempts)
+    return items

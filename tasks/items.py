@@ -1,0 +1,101 @@
+"""The small reference record that moves one source video through the stages."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Literal
+
+Status = Literal["pending", "succeeded", "failed", "rejected"]
+
+
+def stable_hash(*parts: object, length: int = 32) -> str:
+    """A short, stable hex digest of JSON-serialisable parts, for content-addressed keys."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+@dataclass
+class WorkItem:
+    """One source as given by the user, and everything the stages learn about it.
+
+    Holds references (keys, URIs, hashes), never tensors, so that Prefect can pass it between tasks
+    cheaply.
+    """
+
+    source: str
+    position: int
+    manifest_id: str | None = None
+    provided_caption: str | None = None
+    provided_cot: str | None = None
+    start_sec: float = 0.0
+    requested_duration_sec: float | None = None
+
+    local_path: str | None = None
+    content_hash: str | None = None
+    item_id: str | None = None
+    video_duration_sec: float | None = None
+    duration_sec: float | None = None
+    video_codec: str | None = None
+
+    caption: str = ""
+    caption_cot: str = ""
+    cot_backend: str | None = None
+    cot_key: str | None = None
+    t5_tokens: int | None = None
+    cot_record: dict[str, object] | None = None
+
+    video_features_key: str | None = None
+    text_features_key: str | None = None
+    result_key: str | None = None
+    seed: int | None = None
+    generation: int = 0
+    raw_audio_key: str | None = None
+    candidates: list[dict[str, object]] = field(default_factory=list)
+
+    status: Status = "pending"
+    stage: str = "ingest"
+    error: str | None = None
+    cached: bool = False
+    metrics: dict[str, float] = field(default_factory=dict)
+    rejection_reasons: list[str] = field(default_factory=list)
+    audio_uri: str | None = None
+    video_uri: str | None = None
+    metrics_uri: str | None = None
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status == "pending"
+
+    @property
+    def work_key(self) -> str:
+        """Sources sharing this key are the same work: same bytes, same segment, same provided text."""
+        return stable_hash(self.item_id, self.provided_caption, self.provided_cot)
+
+    def fail(self, stage: str, reason: str) -> None:
+        self.status = "failed"
+        self.stage = stage
+        self.error = reason
+
+    def reject(self, reasons: list[str]) -> None:
+        self.status = "rejected"
+        self.stage = "qc"
+        self.rejection_reasons = list(reasons)
+        self.error = "; ".join(reasons)
+
+
+def item_identity(content_hash: str, start_sec: float, duration_sec: float) -> str:
+    """Item identity: the content hash plus the segment, so renamed copies are one item."""
+    return stable_hash(content_hash, round(start_sec, 3), round(duration_sec, 3), length=24)
+
+
+def jsonable(value: object) -> object:
+    """Replace non-finite floats (silence has -inf LUFS) by None so the value is valid JSON."""
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value

@@ -1,0 +1,128 @@
+"""Audio quality checks and loudness normalisation (pure numpy; the pipeline decides what to do)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyloudnorm
+from scipy.signal import resample_poly
+
+SILENCE_FRAME_SEC = 0.05
+TRUE_PEAK_OVERSAMPLING = 4
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    duration_tolerance_sec: float = 0.05
+    max_clipping_ratio: float = 0.01
+    clipping_level: float = 0.999
+    max_silence_ratio: float = 0.8
+    silence_threshold_dbfs: float = -60.0
+    min_loudness_lufs: float = -50.0
+    max_true_peak_dbtp: float = -1.0
+
+
+def _db(value: float) -> float:
+    return 20.0 * math.log10(value) if value > 0 else -math.inf
+
+
+def true_peak_dbtp(audio: np.ndarray, sample_rate: int) -> float:
+    """Peak of the 4x oversampled signal (BS.1770 true peak), in dB relative to full scale."""
+    oversampled = resample_poly(audio, TRUE_PEAK_OVERSAMPLING, 1, axis=-1)
+    return _db(float(np.max(np.abs(oversampled))) if oversampled.size else 0.0)
+
+
+def silence_ratio(audio: np.ndarray, sample_rate: int, threshold_dbfs: float) -> float:
+    """Share of 50 ms frames whose RMS (over both channels) lies below the threshold."""
+    frame = max(1, int(SILENCE_FRAME_SEC * sample_rate))
+    usable = audio.shape[-1] // frame * frame
+    if usable == 0:
+        return 1.0
+    frames = audio[:, :usable].reshape(audio.shape[0], -1, frame)
+    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=(0, 2)))
+    return float(np.mean(rms < 10 ** (threshold_dbfs / 20)))
+
+
+def integrated_loudness(audio: np.ndarray, sample_rate: int) -> float:
+    """EBU R128 integrated loudness in LUFS (-inf for silence or clips shorter than one gate block)."""
+    if audio.shape[-1] < int(0.4 * sample_rate):
+        return -math.inf
+    return float(pyloudnorm.Meter(sample_rate).integrated_loudness(audio.T.astype(np.float64)))
+
+
+def measure(audio: np.ndarray, sample_rate: int, *, expected_duration_sec: float, thresholds: QualityThresholds):
+    """Every metric the checks use, as plain floats. `audio` is (channels, samples) float."""
+    finite = np.isfinite(audio)
+    metrics = {
+        "duration_sec": audio.shape[-1] / sample_rate,
+        "duration_error_sec": abs(audio.shape[-1] / sample_rate - expected_duration_sec),
+        "non_finite_ratio": float(1.0 - finite.mean()) if audio.size else 0.0,
+    }
+    if metrics["non_finite_ratio"] > 0:
+        return metrics
+    magnitude = np.abs(audio)
+    metrics["peak_dbfs"] = _db(float(magnitude.max()) if audio.size else 0.0)
+    metrics["clipping_ratio"] = float(np.mean(magnitude >= thresholds.clipping_level))
+    metrics["silence_ratio"] = silence_ratio(audio, sample_rate, thresholds.silence_threshold_dbfs)
+    metrics["loudness_lufs"] = integrated_loudness(audio, sample_rate)
+    metrics["true_peak_dbtp"] = true_peak_dbtp(audio, sample_rate)
+    return metrics
+
+
+def failed_checks(metrics: dict[str, float], thresholds: QualityThresholds) -> list[str]:
+    """Human-readable reasons for every check the metrics fail; empty when the audio passes."""
+    if metrics["non_finite_ratio"] > 0:
+        return [f"audio contains NaN or Inf ({metrics['non_finite_ratio']:.1%} of samples)"]
+    reasons = []
+    if metrics["duration_error_sec"] > thresholds.duration_tolerance_sec:
+        reasons.append(
+            f"duration {metrics['duration_sec']:.3f} s differs from the video by "
+            f"{metrics['duration_error_sec']:.3f} s (tolerance {thresholds.duration_tolerance_sec} s)"
+        )
+    if metrics["clipping_ratio"] > thresholds.max_clipping_ratio:
+        reasons.append(
+            f"clipping: {metrics['clipping_ratio']:.2%} of samples at full scale "
+            f"(max {thresholds.max_clipping_ratio:.2%})"
+        )
+    if metrics["silence_ratio"] > thresholds.max_silence_ratio:
+        reasons.append(
+            f"silence: {metrics['silence_ratio']:.0%} of the clip is below "
+            f"{thresholds.silence_threshold_dbfs} dBFS (max {thresholds.max_silence_ratio:.0%})"
+        )
+    if metrics["loudness_lufs"] < thresholds.min_loudness_lufs:
+        reasons.append(
+            f"too quiet: {metrics['loudness_lufs']:.1f} LUFS (min {thresholds.min_loudness_lufs} LUFS)"
+        )
+    if metrics["true_peak_dbtp"] > thresholds.max_true_peak_dbtp:
+        reasons.append(
+            f"true peak {metrics['true_peak_dbtp']:.1f} dBTP above {thresholds.max_true_peak_dbtp} dBTP"
+        )
+    return reasons
+
+
+def badness(metrics: dict[str, float], thresholds: QualityThresholds) -> tuple[int, float]:
+    """Ordering key among regenerations: fewer failed checks first, then less clipping and silence."""
+    if metrics["non_finite_ratio"] > 0:
+        return (100, math.inf)
+    return (
+        len(failed_checks(metrics, thresholds)),
+        metrics["clipping_ratio"] + metrics["silence_ratio"],
+    )
+
+
+def normalize_loudness(
+    audio: np.ndarray, sample_rate: int, *, target_lufs: float, max_true_peak_dbtp: float
+) -> tuple[np.ndarray, float]:
+    """Gain the audio to the loudness target, backing off where that would push the true peak too high.
+
+    Returns the new audio and the gain applied in dB. Silent audio is returned unchanged.
+    """
+    loudness = integrated_loudness(audio, sample_rate)
+    if not math.isfinite(loudness):
+        return audio, 0.0
+    gain_db = target_lufs - loudness
+    headroom_db = max_true_peak_dbtp - true_peak_dbtp(audio, sample_rate)
+    gain_db = min(gain_db, headroom_db)
+    return (audio * 10 ** (gain_db / 20)).astype(audio.dtype), gain_db
