@@ -4,16 +4,24 @@ from storage.artifacts import ArtifactStore
 from storage.errors import ArtifactNotFound, InvalidKey, StorageError, TransientStorageError, is_transient
 from storage.factory import open_store, read_source
 from storage.keys import content_key, sha256_bytes, sha256_file, validate_key
+from storage.lineage import Lineage, LineageLocked
+from storage.lineage_records import Attempt, CotRecord, SourceRow, StateUpdate
 from storage.local_store import LocalStore
 from storage.s3_store import S3Config, S3Store
 
 __all__ = [
     "ArtifactNotFound",
     "ArtifactStore",
+    "Attempt",
+    "CotRecord",
     "InvalidKey",
+    "Lineage",
+    "LineageLocked",
     "LocalStore",
     "S3Config",
     "S3Store",
+    "SourceRow",
+    "StateUpdate",
     "StorageError",
     "TransientStorageError",
     "content_key",

@@ -1,0 +1,452 @@
+"""Lineage of every run in one DuckDB file: runs, items, stage attempts, artifacts, metrics, CoT.
+
+Concurrency. DuckDB lets one process at a time open a database file for writing. A `Lineage`
+holds one connection for its whole life and serialises its use from threads with a lock, so a
+whole Prefect run (tasks in threads) shares one instance (`Lineage.shared`). A second process that
+opens the same file waits up to `timeout_s` for the lock, then raises `LineageLocked`.
+
+Crashed runs. Because the writer holds the file lock for its whole run, a run still marked
+'running' when another process opens the file for writing can no longer be alive; `open` marks it
+'crashed'. The views then report that run's unfinished sources as failed ("run crashed before
+the item finished"), unless the source has an outcome from another run, which wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from storage import lineage_queries as queries
+from storage.lineage_records import (
+    RUN_STATUSES,
+    Attempt,
+    CotRecord,
+    SourceRow,
+    StateUpdate,
+    Timestamp,
+    check_choice,
+    coerce,
+    to_json,
+    to_utc,
+)
+from storage.schema import check_current, migrate
+
+log = logging.getLogger(__name__)
+
+_CHUNK_ROWS = 256
+_open_paths: dict[str, int] = {}
+_shared: dict[str, Lineage] = {}
+_registry_lock = threading.Lock()
+
+
+class LineageLocked(RuntimeError):
+    """Another process holds the lineage database open for writing."""
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    return "lock" in str(exc).lower()
+
+
+def _connect(path: Path, *, read_only: bool, timeout_s: float, poll_s: float) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + timeout_s
+    config = {"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only, config=config)
+        except duckdb.IOException as exc:
+            if not _is_lock_error(exc):
+                raise
+            if time.monotonic() >= deadline:
+                holder = re.search(r"PID \d+", str(exc))
+                raise LineageLocked(
+                    f"lineage database {path} is held open by another process"
+                    f"{' (' + holder.group(0) + ')' if holder else ''} and stayed locked for {timeout_s:.0f}s. "
+                    "DuckDB allows one writer per file: wait for that run to finish, or give this run its "
+                    "own workdir (its own lineage.duckdb)."
+                ) from exc
+            time.sleep(poll_s)
+
+
+class Lineage:
+    """Read and write lineage. Use `Lineage.open(path)`; all methods are thread-safe."""
+
+    def __init__(self, *, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
+        self._con = con
+        self.path = path
+        self.read_only = read_only
+        self._lock = threading.RLock()
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls, path: str | Path, *, timeout_s: float = 60.0, read_only: bool = False, poll_s: float = 0.2
+    ) -> Lineage:
+        """Open (creating and migrating as needed); wait up to `timeout_s` for another writer to finish."""
+        path = Path(path).expanduser().resolve()
+        if read_only and not path.exists():
+            raise FileNotFoundError(f"no lineage database at {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = _connect(path, read_only=read_only, timeout_s=timeout_s, poll_s=poll_s)
+        try:
+            if read_only:
+                check_current(con)
+            else:
+                migrate(con)
+        except BaseException:
+            con.close()
+            raise
+        with _registry_lock:
+            first_in_process = _open_paths.get(str(path), 0) == 0
+            _open_paths[str(path)] = _open_paths.get(str(path), 0) + 1
+        lineage = cls(con=con, path=path, read_only=read_only)
+        if first_in_process and not read_only:
+            lineage._mark_dead_runs()
+        return lineage
+
+    @classmethod
+    def shared(cls, path: str | Path, **kwargs: Any) -> Lineage:
+        """The process-wide instance for `path`, opened on first use (for tasks running in threads)."""
+        key = str(Path(path).expanduser().resolve())
+        with _registry_lock:
+            existing = _shared.get(key)
+        if existing is not None and not existing._closed:
+            return existing
+        lineage = cls.open(key, **kwargs)
+        with _registry_lock:
+            _shared[key] = lineage
+        return lineage
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._con.close()
+        with _registry_lock:
+            key = str(self.path)
+            _open_paths[key] = max(0, _open_paths.get(key, 1) - 1)
+            if _shared.get(key) is self:
+                del _shared[key]
+
+    def __enter__(self) -> Lineage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _mark_dead_runs(self) -> None:
+        with self._lock:
+            dead = self._con.execute(
+                "UPDATE runs SET status = 'crashed', finished_at = coalesce(finished_at, ?) "
+                "WHERE status = 'running' RETURNING run_id",
+                [to_utc(None)],
+            ).fetchall()
+        for (run_id,) in dead:
+            log.warning("run %s was left 'running' by a process that is gone; marked 'crashed'", run_id)
+
+    # Low-level helpers.
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        """Run one parameterised statement and return its rows as dicts."""
+        with self._lock:
+            cursor = self._con.execute(sql, params or [])
+            if cursor.description is None:
+                return []
+            names = [d[0] for d in cursor.description]
+            return [queries.decode(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
+
+    def _insert_many(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], conflict: str) -> None:
+        """Multi-row INSERT: one statement per chunk is far faster than executemany in DuckDB."""
+        if not rows:
+            return
+        placeholder = "(" + ", ".join("?" for _ in columns) + ")"
+        with self._lock:
+            self._con.begin()
+            try:
+                for start in range(0, len(rows), _CHUNK_ROWS):
+                    chunk = rows[start : start + _CHUNK_ROWS]
+                    sql = (
+                        f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+                        f"{', '.join(placeholder for _ in chunk)} {conflict}"
+                    )
+                    self._con.execute(sql, [value for row in chunk for value in row])
+                self._con.commit()
+            except BaseException:
+                self._con.rollback()
+                raise
+
+    @staticmethod
+    def _last_per_key(rows: Iterable[tuple[Any, ...]], key_len: int) -> list[tuple[Any, ...]]:
+        # DuckDB refuses to upsert the same key twice in one statement; the last write wins anyway.
+        latest: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        for row in rows:
+            latest[row[:key_len]] = row
+        return list(latest.values())
+
+    # Runs.
+
+    def start_run(
+        self,
+        run_id: str,
+        *,
+        input: str,
+        params: Mapping[str, Any],
+        prefect_flow_run_id: str | None = None,
+        code_version: str | None = None,
+        started_at: Timestamp | None = None,
+    ) -> None:
+        """Record a run as running; restarting an existing run id reopens it and keeps its start time."""
+        self._insert_many(
+            "runs",
+            ("run_id", "started_at", "status", "input", "params", "prefect_flow_run_id", "code_version"),
+            [(run_id, to_utc(started_at), "running", input, to_json(params), prefect_flow_run_id, code_version)],
+            "ON CONFLICT (run_id) DO UPDATE SET status = 'running', finished_at = NULL, input = excluded.input, "
+            "params = excluded.params, prefect_flow_run_id = excluded.prefect_flow_run_id, "
+            "code_version = excluded.code_version",
+        )
+
+    def finish_run(self, run_id: str, status: str, *, finished_at: Timestamp | None = None) -> None:
+        check_choice("run status", status, RUN_STATUSES)
+        with self._lock:
+            found = self._con.execute(
+                "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ? RETURNING run_id",
+                [status, None if status == "running" else to_utc(finished_at), run_id],
+            ).fetchall()
+        if not found:
+            raise KeyError(f"no run {run_id!r} in lineage")
+
+    # Items and sources.
+
+    def upsert_item(
+        self,
+        item_id: str,
+        *,
+        content_hash: str,
+        start_sec: float | None,
+        duration_sec: float | None,
+        probe: Mapping[str, Any] | None,
+    ) -> None:
+        self._insert_many(
+            "items",
+            ("item_id", "content_hash", "start_sec", "duration_sec", "probe", "created_at"),
+            [(item_id, content_hash, start_sec, duration_sec, to_json(probe), to_utc(None))],
+            "ON CONFLICT (item_id) DO UPDATE SET content_hash = excluded.content_hash, "
+            "start_sec = excluded.start_sec, duration_sec = excluded.duration_sec, probe = excluded.probe",
+        )
+
+    def add_source(
+        self,
+        run_id: str,
+        source: str,
+        *,
+        item_id: str | None,
+        position: int,
+        manifest_id: str | None = None,
+        caption: str | None = None,
+        caption_cot: str | None = None,
+    ) -> None:
+        self.add_sources(
+            run_id,
+            [SourceRow(source=source, item_id=item_id, position=position, manifest_id=manifest_id,
+                       caption=caption, caption_cot=caption_cot)],
+        )
+
+    def add_sources(self, run_id: str, rows: Sequence[SourceRow | Mapping[str, Any]]) -> None:
+        """Batched `add_source`; a source added twice to one run keeps its latest values."""
+        values = self._last_per_key(
+            (
+                (run_id, r.source, r.item_id, r.manifest_id, r.caption, r.caption_cot, r.position)
+                for r in (coerce(SourceRow, row) for row in rows)
+            ),
+            2,
+        )
+        self._insert_many(
+            "run_sources",
+            ("run_id", "source", "item_id", "manifest_id", "caption", "caption_cot", "position"),
+            values,
+            "ON CONFLICT (run_id, source) DO UPDATE SET item_id = coalesce(excluded.item_id, run_sources.item_id), "
+            "manifest_id = excluded.manifest_id, caption = excluded.caption, "
+            "caption_cot = excluded.caption_cot, position = excluded.position",
+        )
+
+    def set_item_state(
+        self,
+        run_id: str,
+        source: str,
+        *,
+        status: str,
+        stage: str | None,
+        error: str | None = None,
+        item_id: str | None = None,
+    ) -> None:
+        self.set_item_states(
+            run_id, [StateUpdate(source=source, status=status, stage=stage, error=error, item_id=item_id)]
+        )
+
+    def set_item_states(self, run_id: str, rows: Sequence[StateUpdate | Mapping[str, Any]]) -> None:
+        """Batched `set_item_state` (one statement per 256 rows)."""
+        now = to_utc(None)
+        values = self._last_per_key(
+            (
+                (run_id, u.source, u.item_id, u.status, u.stage, u.error, now)
+                for u in (coerce(StateUpdate, row) for row in rows)
+            ),
+            2,
+        )
+        self._insert_many(
+            "item_state",
+            ("run_id", "source", "item_id", "status", "stage", "error", "updated_at"),
+            values,
+            "ON CONFLICT (run_id, source) DO UPDATE SET item_id = coalesce(excluded.item_id, item_state.item_id), "
+            "status = excluded.status, stage = excluded.stage, error = excluded.error, "
+            "updated_at = excluded.updated_at",
+        )
+
+    # Attempts, artifacts, metrics, CoT, cache.
+
+    def record_attempt(self, **fields: Any) -> str:
+        """Record one stage attempt (fields of `Attempt`); returns its attempt id."""
+        return self.record_attempts([Attempt(**fields)])[0]
+
+    def record_attempts(self, attempts: Sequence[Attempt | Mapping[str, Any]]) -> list[str]:
+        rows = []
+        ids = []
+        for attempt in (coerce(Attempt, a) for a in attempts):
+            started, finished = to_utc(attempt.started_at), to_utc(attempt.finished_at)
+            attempt_id = uuid.uuid4().hex
+            ids.append(attempt_id)
+            rows.append((
+                attempt_id, attempt.run_id, attempt.item_id, attempt.source, attempt.stage, attempt.status,
+                attempt.input_hash, to_json(attempt.params), attempt.model_version, attempt.prompt_version,
+                started, finished, max(0.0, (finished - started).total_seconds()), attempt.error,
+                to_json(attempt.details),
+            ))
+        self._insert_many(
+            "stage_attempts",
+            ("attempt_id", "run_id", "item_id", "source", "stage", "status", "input_hash", "params",
+             "model_version", "prompt_version", "started_at", "finished_at", "duration_s", "error", "details"),
+            rows,
+            "",
+        )
+        return ids
+
+    def record_artifact(
+        self, item_id: str, kind: str, *, uri: str, key: str, sha256: str | None, bytes: int | None, run_id: str
+    ) -> None:
+        self.record_artifacts(
+            [dict(item_id=item_id, kind=kind, uri=uri, key=key, sha256=sha256, bytes=bytes, run_id=run_id)]
+        )
+
+    def record_artifacts(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Batched `record_artifact`; each mapping has the same fields."""
+        now = to_utc(None)
+        values = self._last_per_key(
+            ((r["item_id"], r["kind"], r["uri"], r["key"], r.get("sha256"), r.get("bytes"), r.get("run_id"), now)
+             for r in rows),
+            2,
+        )
+        self._insert_many(
+            "artifacts",
+            ("item_id", "kind", "uri", "key", "sha256", "bytes", "run_id", "created_at"),
+            values,
+            "ON CONFLICT (item_id, kind) DO UPDATE SET uri = excluded.uri, key = excluded.key, "
+            "sha256 = excluded.sha256, bytes = excluded.bytes, run_id = excluded.run_id, "
+            "created_at = excluded.created_at",
+        )
+
+    def artifact(self, item_id: str, kind: str) -> dict[str, Any] | None:
+        rows = self.execute("SELECT * FROM artifacts WHERE item_id = ? AND kind = ?", [item_id, kind])
+        return rows[0] if rows else None
+
+    def artifacts(self, item_id: str) -> dict[str, dict[str, Any]]:
+        """All artifacts of an item, by kind."""
+        return {r["kind"]: r for r in self.execute("SELECT * FROM artifacts WHERE item_id = ?", [item_id])}
+
+    def record_metrics(self, run_id: str, item_id: str, metrics: Mapping[str, float]) -> None:
+        values = [(run_id, item_id, name, None if value is None else float(value)) for name, value in metrics.items()]
+        self._insert_many(
+            "metrics", ("run_id", "item_id", "name", "value"), values,
+            "ON CONFLICT (run_id, item_id, name) DO UPDATE SET value = excluded.value",
+        )
+
+    def record_cot(self, **fields: Any) -> None:
+        """Record the CoT used for one source (fields of `CotRecord`)."""
+        self.record_cots([CotRecord(**fields)])
+
+    def record_cots(self, records: Sequence[CotRecord | Mapping[str, Any]]) -> None:
+        now = to_utc(None)
+        columns = ("run_id", "item_id", "source", "backend", "model", "prompt_version", "prompt_hash", "caption",
+                   "caption_cot", "raw_answer", "parsed", "t5_tokens", "t5_truncated_tokens", "latency_s",
+                   "retries", "error", "created_at")
+        rows = []
+        for rec in (coerce(CotRecord, r) for r in records):
+            rows.append(tuple(
+                to_json(rec.parsed) if c == "parsed" else now if c == "created_at" else getattr(rec, c)
+                for c in columns
+            ))
+        self._insert_many("cot", columns, rows, "")
+
+    def cache_get(self, key: str) -> str | None:
+        rows = self.execute("SELECT uri FROM cache WHERE key = ?", [key])
+        return rows[0]["uri"] if rows else None
+
+    def cache_get_many(self, keys: Sequence[str]) -> dict[str, str]:
+        """URIs of the keys that are cached (missing keys are absent from the result)."""
+        if not keys:
+            return {}
+        rows = self.execute("SELECT key, uri FROM cache WHERE list_contains(?::VARCHAR[], key)", [list(keys)])
+        return {r["key"]: r["uri"] for r in rows}
+
+    def cache_put(self, key: str, kind: str, uri: str) -> None:
+        self.cache_put_many([(key, kind, uri)])
+
+    def cache_put_many(self, entries: Sequence[tuple[str, str, str]]) -> None:
+        now = to_utc(None)
+        values = self._last_per_key(((k, kind, uri, now) for k, kind, uri in entries), 1)
+        self._insert_many(
+            "cache", ("key", "kind", "uri", "created_at"), values,
+            "ON CONFLICT (key) DO UPDATE SET kind = excluded.kind, uri = excluded.uri, created_at = excluded.created_at",
+        )
+
+    # Reads.
+
+    def item_status(self, source: str | None = None) -> list[dict[str, Any]]:
+        return queries.item_status(self, source)
+
+    def item_cot(self, source: str | None = None) -> list[dict[str, Any]]:
+        return queries.item_cot(self, source)
+
+    def failures(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        return queries.failures(self, run_id)
+
+    def run_summary(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        return queries.run_summary(self, run_id)
+
+    def stage_timing(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        return queries.stage_timing(self, run_id)
+
+    def run_states(self, run_id: str) -> list[dict[str, Any]]:
+        return queries.run_states(self, run_id)
+
+    def item_history(self, item_id_or_source: str) -> list[dict[str, Any]]:
+        return queries.item_history(self, item_id_or_source)
+
+    def select_for_reprocess(
+        self,
+        *,
+        run_id: str | None = None,
+        stage: str | None = None,
+        error_contains: str | None = None,
+        statuses: Sequence[str] = ("failed", "rejected"),
+    ) -> list[dict[str, Any]]:
+        return queries.select_for_reprocess(
+            self, run_id=run_id, stage=stage, error_contains=error_contains, statuses=tuple(statuses)
+        )

@@ -1,0 +1,121 @@
+"""Typed rows for the batched lineage writes, and the value checks shared by all writes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+STAGES = ("ingest", "cot", "features", "synthesis", "qc", "publish")
+RUN_STATUSES = ("running", "completed", "crashed")
+ITEM_STATUSES = ("pending", "running", "succeeded", "failed", "rejected")
+ATTEMPT_STATUSES = ("succeeded", "failed", "rejected", "cached")
+TERMINAL = ("succeeded", "failed", "rejected")
+
+Timestamp = datetime | float | int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceRow:
+    """One input of a run, exactly as the user gave it."""
+
+    source: str
+    item_id: str | None
+    position: int
+    manifest_id: str | None = None
+    caption: str | None = None
+    caption_cot: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StateUpdate:
+    """Where one source of a run stands now."""
+
+    source: str
+    status: str
+    stage: str | None
+    error: str | None = None
+    item_id: str | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("item status", self.status, ITEM_STATUSES)
+        if self.stage is not None:
+            check_choice("stage", self.stage, STAGES)
+        if self.status in ("failed", "rejected") and not self.error:
+            raise ValueError(f"a {self.status} item needs an error reason (source {self.source!r})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attempt:
+    """One execution of one stage for one item (or one batch, with item_id None)."""
+
+    run_id: str
+    stage: str
+    status: str
+    started_at: Timestamp
+    finished_at: Timestamp
+    item_id: str | None = None
+    source: str | None = None
+    input_hash: str | None = None
+    params: Mapping[str, Any] | None = None
+    model_version: str | None = None
+    prompt_version: str | None = None
+    error: str | None = None
+    details: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("stage", self.stage, STAGES)
+        check_choice("attempt status", self.status, ATTEMPT_STATUSES)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CotRecord:
+    """The chain-of-thought used for one source, and where it came from."""
+
+    run_id: str
+    backend: str
+    item_id: str | None = None
+    source: str | None = None
+    model: str | None = None
+    prompt_version: str | None = None
+    prompt_hash: str | None = None
+    caption: str | None = None
+    caption_cot: str | None = None
+    raw_answer: str | None = None
+    parsed: Mapping[str, Any] | None = None
+    t5_tokens: int | None = None
+    t5_truncated_tokens: int | None = None
+    latency_s: float | None = None
+    retries: int = 0
+    error: str | None = None
+
+
+def check_choice(what: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{what} must be one of {allowed}, got {value!r}")
+
+
+def to_utc(value: Timestamp | None) -> datetime:
+    """Naive UTC datetime for a datetime (aware or naive UTC) or a POSIX time; None means now."""
+    if value is None:
+        return datetime.now(UTC).replace(tzinfo=None)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    return datetime.fromtimestamp(float(value), UTC).replace(tzinfo=None)
+
+
+def to_json(value: Mapping[str, Any] | list[Any] | None) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def coerce(cls: type, row: Any) -> Any:
+    """Accept either an instance of the record class or a mapping of its fields."""
+    if isinstance(row, cls):
+        return row
+    if isinstance(row, Mapping):
+        return cls(**row)
+    raise TypeError(f"expected {cls.__name__} or a mapping, got {type(row).__name__}")
