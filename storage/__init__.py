@@ -2,7 +2,7 @@
 
 from storage.artifacts import ArtifactStore
 from storage.errors import ArtifactNotFound, InvalidKey, StorageError, TransientStorageError, is_transient
-from storage.factory import open_store, read_source
+from storage.factory import fetch_input, open_store, read_source
 from storage.keys import content_key, sha256_bytes, sha256_file, validate_key
 from storage.lineage import Lineage, LineageLocked
 from storage.lineage_records import Attempt, CotRecord, SourceRow, StateUpdate
@@ -25,6 +25,7 @@ __all__ = [
     "StorageError",
     "TransientStorageError",
     "content_key",
+    "fetch_input",
     "is_transient",
     "open_store",
     "read_source",

@@ -8,8 +8,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from storage.artifacts import ArtifactStore
-from storage.local_store import LocalStore
-from storage.s3_store import S3Config, S3Store, parse_s3_uri
+from storage.errors import ArtifactNotFound
+from storage.local_store import LocalStore, atomic_write
+from storage.s3_store import S3Config, S3Store, make_client, parse_s3_uri, translate_errors
 
 log = logging.getLogger(__name__)
 
@@ -50,27 +51,54 @@ def _local_path(text: str) -> Path:
     return Path(text)
 
 
-def read_source(uri_or_path: str | Path, dest_dir: Path, *, s3: S3Config | None = None) -> Path:
-    """Return a local path for an input video.
+def fetch_input(
+    source: str | Path,
+    dest_dir: Path,
+    *,
+    s3_endpoint: str | None = None,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    secure: bool = False,
+    s3: S3Config | None = None,
+) -> Path:
+    """Return a local path for an input video; raise `FileNotFoundError` when it does not exist.
 
     Local paths (and file:// URIs) are returned as they are. An `s3://bucket/key` object is
     downloaded into `dest_dir` under a name derived from its URI and ETag, so a rerun on unchanged
-    inputs reuses the download and a rewritten object is fetched again.
+    inputs reuses the download and a rewritten object is fetched again. Network trouble raises
+    `TransientStorageError`.
     """
-    text = str(uri_or_path)
+    text = str(source)
     if not text.startswith("s3://"):
-        return _local_path(text)
-    if s3 is None:
-        raise ValueError(f"input {text!r} is on S3 but no S3 configuration was given")
+        path = _local_path(text)
+        if not path.is_file():
+            raise FileNotFoundError(f"input not found: {text}")
+        return path
     bucket, key = parse_s3_uri(text)
     if not key:
         raise ValueError(f"s3 input {text!r} names a bucket, not an object")
-    store = S3Store(bucket=bucket, config=s3)
-    etag = store.etag(key)
-    tag = hashlib.sha256(f"{text}\n{etag}".encode()).hexdigest()[:16]
-    dest = Path(dest_dir) / tag / key.rsplit("/", 1)[-1]
-    if dest.is_file():
-        log.debug("reusing downloaded input %s", dest)
-        return dest
-    log.info("downloading input %s", text)
-    return store.get_file(key, dest)
+    client = make_client(s3 or _config_from_args(s3_endpoint, access_key, secret_key, secure))
+    try:
+        with translate_errors(f"stat {text}"):
+            etag = client.stat_object(bucket, key).etag or ""
+        tag = hashlib.sha256(f"{text}\n{etag}".encode()).hexdigest()[:16]
+        dest = Path(dest_dir) / tag / (key.rsplit("/", 1)[-1] or "input")
+        if dest.is_file():
+            log.debug("reusing downloaded input %s", dest)
+            return dest
+        log.info("downloading input %s", text)
+        with translate_errors(f"get {text}"):
+            response = client.get_object(bucket, key)
+            try:
+                with atomic_write(dest) as handle:
+                    for chunk in response.stream(1 << 20):
+                        handle.write(chunk)
+            finally:
+                response.close()
+                response.release_conn()
+    except ArtifactNotFound as exc:
+        raise FileNotFoundError(f"input not found: {text}") from exc
+    return dest
+
+
+read_source = fetch_input

@@ -339,7 +339,15 @@ class Lineage:
         return ids
 
     def record_artifact(
-        self, item_id: str, kind: str, *, uri: str, key: str, sha256: str | None, bytes: int | None, run_id: str
+        self,
+        item_id: str,
+        kind: str,
+        *,
+        uri: str,
+        key: str,
+        run_id: str,
+        sha256: str | None = None,
+        bytes: int | None = None,
     ) -> None:
         self.record_artifacts(
             [dict(item_id=item_id, kind=kind, uri=uri, key=key, sha256=sha256, bytes=bytes, run_id=run_id)]
