@@ -195,14 +195,24 @@ def lineage(
     if as_json:
         sys.stdout.write(json.dumps(history, default=str, indent=2) + "\n")
         return
-    if not any(history.values()) if isinstance(history, dict) else not history:
+    if not history:
         console.print(f"[red]nothing recorded for {item}[/]")
         raise typer.Exit(1)
-    if isinstance(history, dict):
-        for section, rows in history.items():
-            _print_rows(section, rows)
-    else:
-        _print_rows(item, history)
+    _print_rows(f"history of {item}", [_history_row(event) for event in history])
+
+
+def _history_row(event: dict) -> dict:
+    """One line per lineage event, whatever its table, for the terminal."""
+    detail = event.get("error") or event.get("uri") or event.get("caption_cot") or event.get("value")
+    return {
+        "time": event.get("time"),
+        "event": event["event"],
+        "run": event.get("run_id"),
+        "stage/kind": event.get("stage") or event.get("kind") or event.get("name") or event.get("backend"),
+        "status": event.get("status"),
+        "source": event.get("source"),
+        "detail": detail,
+    }
 
 
 def main() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 
 from flows.report import RunProgress
+from storage import CotRecord
 from tasks import runtime
 from tasks.config import PipelineSettings
 from tasks.cot import write_cot
@@ -56,10 +58,22 @@ def _copy_outcome(representative: WorkItem, duplicate: WorkItem) -> None:
 
 
 def _record_cot(run_id: str, items: list[WorkItem], settings: PipelineSettings) -> None:
-    lin = runtime.lineage(settings)
-    for item in items:
-        if item.cot_record is not None:
-            lin.record_cot(run_id=run_id, item_id=item.item_id, source=item.source, **item.cot_record)
+    """One CoT row per source, duplicates included, so every source shows the text it was dubbed with."""
+    columns = {f.name for f in dataclasses.fields(CotRecord)}
+    records = [
+        CotRecord(
+            **{
+                **{k: v for k, v in item.cot_record.items() if k in columns},
+                "run_id": run_id,
+                "item_id": item.item_id,
+                "source": item.source,
+            }
+        )
+        for item in items
+        if item.cot_record is not None
+    ]
+    if records:
+        runtime.lineage(settings).record_cots(records)
 
 
 def _process_batch(

@@ -11,7 +11,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from storage import fetch_input, sha256_file
+from storage import SourceRow, fetch_input, sha256_file
 from tasks import runtime
 from tasks.config import MIN_CONDITIONING_SEC, PipelineSettings
 from tasks.items import WorkItem, item_identity
@@ -197,15 +197,19 @@ def ingest(batch_id: str, items: list[WorkItem], settings: PipelineSettings, run
                 error=item.error,
             )
         )
-    for item in items:
-        lin.add_source(
-            run_id,
-            item.source,
-            item_id=item.item_id,
-            manifest_id=item.manifest_id,
-            caption=item.provided_caption,
-            caption_cot=item.provided_cot,
-            position=item.position,
-        )
+    lin.add_sources(
+        run_id,
+        [
+            SourceRow(
+                source=item.source,
+                item_id=item.item_id,
+                manifest_id=item.manifest_id,
+                caption=item.provided_caption,
+                caption_cot=item.provided_cot,
+                position=item.position,
+            )
+            for item in items
+        ],
+    )
     lin.record_attempts(attempts)
     return items
