@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow, get_run_logger
 
 from flows.dub import _run_name, new_run_id, run_sources
 from tasks import runtime
 from tasks.config import PipelineSettings
+from tasks.ingest import MANIFEST_SUFFIXES, resolve_location
 from tasks.items import WorkItem
+
+
+def _location(source: str, run_id: str | None, settings: PipelineSettings) -> str:
+    """Relative manifest entries are found again next to the manifest of the run that listed them."""
+    rows = runtime.lineage(settings).execute("SELECT input FROM runs WHERE run_id = ?", [run_id])
+    run_input = Path(rows[0]["input"]) if rows and rows[0]["input"] else None
+    if run_input is not None and run_input.suffix.lower() in MANIFEST_SUFFIXES:
+        return resolve_location(source, run_input.parent)
+    return source
 
 
 def select_failed(
@@ -28,6 +40,7 @@ def select_failed(
     return [
         WorkItem(
             source=row["source"],
+            location=_location(row["source"], row.get("run_id"), settings),
             position=n,
             manifest_id=row.get("manifest_id"),
             provided_caption=row.get("caption"),

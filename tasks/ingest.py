@@ -57,7 +57,8 @@ def _manifest_rows(path: Path) -> list[dict[str, object]]:
         return list(csv.DictReader(handle))
 
 
-def _resolve(video: str, base: Path) -> str:
+def resolve_location(video: str, base: Path) -> str:
+    """Manifest paths are relative to the manifest's folder; URIs and absolute paths stay as they are."""
     if video.startswith("s3://") or os.path.isabs(video):
         return video
     return str(base / video)
@@ -81,6 +82,7 @@ def list_sources(input_spec: str) -> list[WorkItem]:
             items.append(
                 WorkItem(
                     source=video,
+                    location=resolve_location(video, path.parent),
                     position=i,
                     manifest_id=_optional_text(row.get("id")),
                     provided_caption=_optional_text(row.get("caption")),
@@ -132,7 +134,7 @@ def ingest_one(item: WorkItem, settings: PipelineSettings) -> WorkItem:
     """Fetch, hash and probe one source; a broken input fails this item, never the run."""
     try:
         local = fetch_input(
-            item.source,
+            item.fetch_location,
             settings.scratch_dir / "inputs",
             s3_endpoint=settings.s3.endpoint,
             access_key=settings.s3.access_key,

@@ -26,6 +26,7 @@ class WorkItem:
 
     source: str
     position: int
+    location: str | None = None
     manifest_id: str | None = None
     provided_caption: str | None = None
     provided_cot: str | None = None
@@ -63,6 +64,11 @@ class WorkItem:
     audio_uri: str | None = None
     video_uri: str | None = None
     metrics_uri: str | None = None
+
+    @property
+    def fetch_location(self) -> str:
+        """Where the bytes are: the source itself, or the source resolved against its manifest's folder."""
+        return self.location or self.source
 
     @property
     def is_pending(self) -> bool:

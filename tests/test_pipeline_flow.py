@@ -1,0 +1,213 @@
+"""The dubbing flows end to end on the tiny presets, against a real Prefect API and DuckDB file."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import av
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile
+
+from tests.media import make_audio_only, make_video, truncate
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _settings(workdir: Path, **overrides):
+    from tasks.config import PipelineSettings
+
+    return PipelineSettings(workdir=str(workdir), steps=2, batch_size=4, max_duration_sec=2.0, **overrides)
+
+
+def _status(workdir: Path) -> dict[str, dict]:
+    with duckdb.connect(str(workdir / "lineage.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT source, status, error, audio_uri, video_uri FROM item_status").fetchall()
+    return {r[0]: {"status": r[1], "error": r[2], "audio_uri": r[3], "video_uri": r[4]} for r in rows}
+
+
+def _count(workdir: Path, sql: str, params: list | None = None) -> int:
+    with duckdb.connect(str(workdir / "lineage.duckdb"), read_only=True) as con:
+        return con.execute(sql, params or []).fetchone()[0]
+
+
+def _local(uri: str) -> Path:
+    assert uri.startswith("file://"), uri
+    return Path(uri.removeprefix("file://"))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("dataset")
+    scratch = tmp_path_factory.mktemp("scratch")
+    make_video(folder / "walk.mp4", duration=1.5)
+    shutil.copy(folder / "walk.mp4", folder / "walk_renamed.mp4")
+    make_video(folder / "portrait.mkv", duration=1.2, size="48x80", fps=30)
+    (folder / "notes.mp4").write_text("this is not a video\n")
+    (folder / "empty.mp4").write_bytes(b"")
+    truncate(make_video(scratch / "full.mp4", duration=2.0), folder / "truncated.mp4", keep_fraction=0.2)
+    make_audio_only(folder / "tone.m4a")
+    make_video(folder / "blink.mp4", duration=0.4)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def first_run(dataset, tmp_path_factory):
+    from flows.dub import dub_dataset
+
+    workdir = tmp_path_factory.mktemp("work")
+    result = dub_dataset(input=str(dataset), settings=_settings(workdir))
+    return workdir, result
+
+
+GOOD = ("walk.mp4", "walk_renamed.mp4", "portrait.mkv")
+BROKEN = {
+    "notes.mp4": "",
+    "empty.mp4": "empty",
+    "truncated.mp4": "",
+    "tone.m4a": "video stream",
+    "blink.mp4": "too short",
+}
+
+
+def test_good_videos_are_dubbed_and_published(first_run, dataset):
+    workdir, _ = first_run
+    status = _status(workdir)
+    for name in GOOD:
+        row = status[str(dataset / name)]
+        assert row["status"] == "succeeded", row
+        assert row["error"] is None
+        audio, video = _local(row["audio_uri"]), _local(row["video_uri"])
+        info = soundfile.info(str(audio))
+        assert (info.samplerate, info.channels) == (44100, 2)
+        with av.open(str(dataset / name)) as source:
+            source_duration = float(source.duration) / 1e6
+        assert abs(info.duration - min(source_duration, 2.0)) < 0.06
+        with av.open(str(video)) as dubbed:
+            kinds = sorted(s.type for s in dubbed.streams)
+            assert kinds == ["audio", "video"]
+            assert dubbed.streams.audio[0].codec_context.name == "aac"
+            assert float(dubbed.duration) / 1e6 > 0.5
+
+
+def test_every_broken_input_fails_alone_with_a_reason(first_run, dataset):
+    workdir, result = first_run
+    status = _status(workdir)
+    for name, hint in BROKEN.items():
+        row = status[str(dataset / name)]
+        assert row["status"] == "failed", (name, row)
+        assert row["error"] and hint in row["error"].lower(), (name, row["error"])
+        assert row["audio_uri"] is None and row["video_uri"] is None
+    assert result["counts"] == {"succeeded": len(GOOD), "failed": len(BROKEN)}
+
+
+def test_same_bytes_under_two_names_are_computed_once(first_run, dataset):
+    workdir, _ = first_run
+    status = _status(workdir)
+    original, renamed = status[str(dataset / "walk.mp4")], status[str(dataset / "walk_renamed.mp4")]
+    assert original["audio_uri"] == renamed["audio_uri"]
+    assert _count(workdir, "SELECT count(*) FROM stage_attempts WHERE stage = 'synthesis'") == 2
+
+
+def test_rerun_reuses_every_finished_item(first_run, dataset):
+    from flows.dub import dub_dataset
+
+    workdir, first = first_run
+    synth_before = _count(workdir, "SELECT count(*) FROM stage_attempts WHERE stage = 'synthesis'")
+    again = dub_dataset(input=str(dataset), settings=_settings(workdir))
+    assert again["counts"] == first["counts"]
+    assert again["cached"] == len(GOOD)
+    assert _count(workdir, "SELECT count(*) FROM stage_attempts WHERE stage = 'synthesis'") == synth_before
+    before = {s: r["audio_uri"] for s, r in _status(workdir).items()}
+    assert before == {i["source"]: i["audio_uri"] for i in again["items"]}
+
+
+def test_lineage_records_stages_versions_and_timings(first_run, dataset):
+    workdir, result = first_run
+    run_id = result["run_id"]
+    with duckdb.connect(str(workdir / "lineage.duckdb"), read_only=True) as con:
+        stages = {r[0] for r in con.execute(
+            "SELECT DISTINCT stage FROM stage_attempts WHERE run_id = ?", [run_id]).fetchall()}
+        synth = con.execute(
+            "SELECT model_version, params, duration_s FROM stage_attempts WHERE run_id = ? AND stage = 'synthesis'",
+            [run_id]).fetchall()
+        run_status = con.execute("SELECT status FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
+    assert stages == {"ingest", "cot", "features", "synthesis", "qc", "publish"}
+    assert all(r[0].startswith("tiny/") and '"item_seed"' in str(r[1]) and r[2] >= 0 for r in synth)
+    assert run_status == "completed"
+
+
+def test_rejected_items_are_reprocessed_with_relaxed_checks(dataset, tmp_path):
+    from flows.dub import dub_dataset
+    from flows.reprocess import reprocess_failed
+    from tasks.config import QualitySettings
+
+    impossible = QualitySettings(min_loudness_lufs=10.0)
+    first = dub_dataset(input=str(dataset), settings=_settings(tmp_path, quality=impossible))
+    assert first["counts"]["rejected"] == len(GOOD)
+    assert "too quiet" in _status(tmp_path)[str(dataset / "walk.mp4")]["error"]
+
+    again = reprocess_failed(settings=_settings(tmp_path), stage="qc")
+    assert again["counts"] == {"succeeded": len(GOOD)}
+    status = _status(tmp_path)
+    assert all(status[str(dataset / n)]["status"] == "succeeded" for n in GOOD)
+    assert all(status[str(dataset / n)]["status"] == "failed" for n in BROKEN)
+    features = _count(
+        tmp_path, "SELECT count(*) FROM stage_attempts WHERE run_id = ? AND stage = 'features' AND status = 'cached'",
+        [again["run_id"]])
+    assert features == 2
+
+
+def test_regeneration_keeps_trying_new_seeds(dataset, tmp_path):
+    from flows.dub import dub_dataset
+    from tasks.config import QualitySettings
+
+    strict = QualitySettings(min_loudness_lufs=10.0, max_regenerations=2)
+    result = dub_dataset(input=str(dataset / "portrait.mkv"), settings=_settings(tmp_path, quality=strict))
+    assert result["counts"] == {"rejected": 1}
+    seeds = _count(tmp_path, "SELECT count(DISTINCT json_extract(params, '$.item_seed')) FROM stage_attempts "
+                             "WHERE stage = 'synthesis'")
+    assert seeds == 3
+
+
+def _write_manifest(path: Path, rows: list[dict]) -> Path:
+    if path.suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    else:
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_manifest_with_captions_segments_and_cot(dataset, tmp_path, suffix):
+    from flows.dub import dub_dataset
+
+    rows = [
+        {"id": "w1", "video": "walk.mp4", "caption": "footsteps", "caption_cot": "Start with soft footsteps.",
+         "start": "0.2", "duration": "1.0"},
+        {"id": "p1", "video": str(dataset / "portrait.mkv"), "caption": "wind", "caption_cot": "",
+         "start": "", "duration": ""},
+    ]
+    manifest = _write_manifest(dataset / f"manifest{suffix}", rows)
+    try:
+        result = dub_dataset(input=str(manifest), settings=_settings(tmp_path))
+    finally:
+        manifest.unlink()
+    assert result["counts"] == {"succeeded": 2}
+    with duckdb.connect(str(tmp_path / "lineage.duckdb"), read_only=True) as con:
+        cot = {r[0]: r[1:] for r in con.execute(
+            "SELECT source, caption, caption_cot, cot_backend FROM item_cot").fetchall()}
+        duration = con.execute(
+            "SELECT i.duration_sec, i.start_sec FROM run_sources rs JOIN items i USING (item_id) "
+            "WHERE rs.source = 'walk.mp4'").fetchone()
+    assert cot["walk.mp4"] == ("footsteps", "Start with soft footsteps.", "provided")
+    assert cot[str(dataset / "portrait.mkv")][0] == "wind"
+    assert cot[str(dataset / "portrait.mkv")][2] == "template"
+    assert duration == pytest.approx((1.0, 0.2))
