@@ -6,6 +6,7 @@ Prefect is imported only after the environment is set up, so its state lands in 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -13,11 +14,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-app = typer.Typer(help="ThinkSound dubbing pipeline: give silent videos a soundtrack, at dataset scale.")
+# Locals stay out of tracebacks: they would print S3 credentials.
+app = typer.Typer(
+    help="ThinkSound dubbing pipeline: give silent videos a soundtrack, at dataset scale.",
+    pretty_exceptions_show_locals=False,
+)
 console = Console(stderr=True)
 
 Workdir = Annotated[Path, typer.Option("--workdir", "-w", help="Lineage, local artifacts and Prefect state.")]
@@ -48,6 +54,19 @@ def _settings(workdir: Path, **options):
         quality=QualitySettings(**quality_options),
         **{k: v for k, v in options.items() if v is not None},
     )
+
+
+@contextlib.contextmanager
+def _run_errors():
+    """Errors that stop a whole run before it can do anything: one clear line, exit status 2."""
+    from storage import LineageLocked
+    from tasks.ingest import ManifestError
+
+    try:
+        yield
+    except (ManifestError, LineageLocked, ValidationError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
 
 
 def _progress_bar():
@@ -109,7 +128,7 @@ def run(
         cot={"url": cot_url, "model": cot_model, "prompt_version": cot_prompt, "start_server": start_cot_server},
         quality={"loudness_target_lufs": loudness_target, "max_regenerations": max_regenerations},
     )
-    with _progress_bar():
+    with _run_errors(), _progress_bar():
         result = dub_dataset(input=input, settings=settings, run_id=new_run_id())
     _print_outcome(result)
 
@@ -133,7 +152,7 @@ def reprocess(
     settings = _settings(
         workdir, preset=preset, device=device, precision=precision, batch_size=batch_size, cot={}, quality={}
     )
-    with _progress_bar():
+    with _run_errors(), _progress_bar():
         result = reprocess_failed(
             settings=settings, from_run=from_run, stage=stage, error_contains=error, include_rejected=include_rejected
         )
