@@ -121,15 +121,16 @@ def run(
     _prepare_environment(workdir)
     from flows.dub import dub_dataset, new_run_id
 
-    settings = _settings(
-        workdir,
-        preset=preset, weights=weights, store=store, device=device, precision=precision, batch_size=batch_size,
-        steps=steps, cfg_scale=cfg_scale, seed=seed, max_duration_sec=max_duration,
-        cot={"url": cot_url, "model": cot_model, "prompt_version": cot_prompt, "start_server": start_cot_server},
-        quality={"loudness_target_lufs": loudness_target, "max_regenerations": max_regenerations},
-    )
-    with _run_errors(), _progress_bar():
-        result = dub_dataset(input=input, settings=settings, run_id=new_run_id())
+    with _run_errors():
+        settings = _settings(
+            workdir,
+            preset=preset, weights=weights, store=store, device=device, precision=precision,
+            batch_size=batch_size, steps=steps, cfg_scale=cfg_scale, seed=seed, max_duration_sec=max_duration,
+            cot={"url": cot_url, "model": cot_model, "prompt_version": cot_prompt, "start_server": start_cot_server},
+            quality={"loudness_target_lufs": loudness_target, "max_regenerations": max_regenerations},
+        )
+        with _progress_bar():
+            result = dub_dataset(input=input, settings=settings, run_id=new_run_id())
     _print_outcome(result)
 
 
@@ -149,13 +150,15 @@ def reprocess(
     _prepare_environment(workdir)
     from flows.reprocess import reprocess_failed
 
-    settings = _settings(
-        workdir, preset=preset, device=device, precision=precision, batch_size=batch_size, cot={}, quality={}
-    )
-    with _run_errors(), _progress_bar():
-        result = reprocess_failed(
-            settings=settings, from_run=from_run, stage=stage, error_contains=error, include_rejected=include_rejected
+    with _run_errors():
+        settings = _settings(
+            workdir, preset=preset, device=device, precision=precision, batch_size=batch_size, cot={}, quality={}
         )
+        with _progress_bar():
+            result = reprocess_failed(
+                settings=settings, from_run=from_run, stage=stage, error_contains=error,
+                include_rejected=include_rejected,
+            )
     _print_outcome(result)
 
 
