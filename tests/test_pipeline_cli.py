@@ -11,8 +11,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
-from tests.media import make_video
+from media import make_video
 
 THINKSOUND = str(Path(sys.executable).with_name("thinksound"))
 

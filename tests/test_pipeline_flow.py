@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile
-
-from tests.media import make_audio_only, make_video, truncate
+from media import make_audio_only, make_video, truncate
+from s3_server import new_bucket_name, s3_server  # noqa: F401 - the fixture is used by name
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -211,3 +211,28 @@ def test_manifest_with_captions_segments_and_cot(dataset, tmp_path, suffix):
     assert cot[str(dataset / "portrait.mkv")][0] == "wind"
     assert cot[str(dataset / "portrait.mkv")][2] == "template"
     assert duration == pytest.approx((1.0, 0.2))
+
+
+def test_s3_store_and_s3_inputs(dataset, tmp_path, s3_server):  # noqa: F811 - pytest fixture argument
+    from flows.dub import dub_dataset
+    from tasks.config import S3Settings
+
+    bucket = new_bucket_name()
+    client = s3_server.client()
+    client.make_bucket(bucket)
+    client.fput_object(bucket, "incoming/walk.mp4", str(dataset / "walk.mp4"))
+    uri = f"s3://{bucket}/incoming/walk.mp4"
+    manifest = _write_manifest(tmp_path / "m.csv", [{"video": uri, "caption": "steps"}])
+    config = s3_server.config()
+    settings = _settings(
+        tmp_path / "w",
+        store=f"s3://{bucket}/dubbing",
+        s3=S3Settings(endpoint=config.endpoint, access_key=config.access_key, secret_key=config.secret_key),
+    )
+    result = dub_dataset(input=str(manifest), settings=settings)
+    assert result["counts"] == {"succeeded": 1}
+    row = _status(tmp_path / "w")[uri]
+    for key in ("audio_uri", "video_uri"):
+        assert row[key].startswith(f"s3://{bucket}/dubbing/outputs/")
+        client.stat_object(bucket, row[key].removeprefix(f"s3://{bucket}/"))
+    assert not (tmp_path / "w" / "artifacts").exists()
