@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from thinksound import loading
 from thinksound.conditioning import resolve_features, seq_lengths
-from thinksound.config import THINKSOUND, GeneratorConfig, from_original_json, preset
+from thinksound.config import GeneratorConfig, from_original_json, preset
 from thinksound.math import timestep_freqs
 from thinksound.mmdit import Conditions, MMDiT, SeqLengths
 from thinksound.vae import AudioAutoencoder
@@ -121,15 +121,20 @@ class Generator(nn.Module):
         source: str | Path = loading.HUB_REPO,
         *,
         device: str | torch.device = "cpu",
+        config: GeneratorConfig | str = "thinksound",
         revision: str | None = None,
         main_filename: str = loading.MAIN_CHECKPOINT,
         vae_filename: str | None = loading.VAE_CHECKPOINT,
     ) -> Generator:
         """The published model from a local directory or a hub repo id: the main checkpoint (strict),
-        then ``vae.ckpt``'s ``autoencoder.*`` weights over the VAE, as predict.py does."""
+        then ``vae.ckpt``'s ``autoencoder.*`` weights over the VAE, as predict.py does.
+
+        ``config`` is a preset name or a GeneratorConfig (the published files fit ``thinksound``).
+        """
         main = loading.resolve_file(source, main_filename, revision=revision)
         vae = loading.resolve_file(source, vae_filename, revision=revision) if vae_filename else None
-        gen = cls._build_meta(THINKSOUND, "thinksound")
+        name, cfg = (config, preset(config)) if isinstance(config, str) else ("custom", config)
+        gen = cls._build_meta(cfg, name)
         state = loading.read_state_dict(main)
         ident = loading.weights_digest(state)
         loading.load_strict(gen, state, assign=True)

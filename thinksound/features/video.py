@@ -235,6 +235,23 @@ def decode_clip(path: str | Path, *, duration_sec: float, start_sec: float = 0.0
     )
 
 
+def sample_frames(path: str | Path, *, fps: int, max_frames: int, start_sec: float = 0.0) -> np.ndarray:
+    """Raw rgb24 frames (T, H, W, 3) uint8 as FFmpeg's fps filter selects them, at most ``max_frames``.
+
+    No padding and no resizing: this is the frame selection alone (for checks and previews of short
+    windows; the frames are full resolution).
+    """
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        sampler = _FpsSampler(stream, fps=fps, start_sec=start_sec, limit=max_frames, transform=np.copy)
+        if start_sec > 0:
+            container.seek(int(start_sec / stream.time_base), stream=stream, backward=True, any_frame=False)
+        _run(container, stream, (sampler,), path)
+    if not sampler.frames:
+        raise VideoDecodeError("no decodable video frames", path=str(path))
+    return np.stack(sampler.frames)
+
+
 def _run(
     container: av.container.InputContainer,
     stream: av.video.stream.VideoStream,
