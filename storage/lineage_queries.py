@@ -132,6 +132,6 @@ def select_for_reprocess(
         "  AND (?::VARCHAR IS NULL OR EXISTS ("
         "       SELECT 1 FROM item_state_effective e "
         "       WHERE e.run_id = ? AND e.source = l.source AND list_contains(?::VARCHAR[], e.status))) "
-        "ORDER BY l.run_id, rs.position NULLS LAST, l.source",
+        "ORDER BY l.run_started_at, l.run_id, rs.position NULLS LAST, l.source",
         [list(statuses), stage, stage, error_contains, error_contains, run_id, run_id, list(statuses)],
     )
