@@ -14,9 +14,7 @@ the item finished"), unless the source has an outcome from another run, which wi
 from __future__ import annotations
 
 import logging
-import re
 import threading
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 import duckdb
 
 from storage import lineage_queries as queries
+from storage.lineage_connect import LineageLocked, connect_with_retry
 from storage.lineage_records import (
     RUN_STATUSES,
     Attempt,
@@ -39,40 +38,14 @@ from storage.lineage_records import (
 )
 from storage.schema import check_current, migrate
 
+__all__ = ["Lineage", "LineageLocked"]
+
 log = logging.getLogger(__name__)
 
 _CHUNK_ROWS = 256
 _open_paths: dict[str, int] = {}
 _shared: dict[str, Lineage] = {}
 _registry_lock = threading.Lock()
-
-
-class LineageLocked(RuntimeError):
-    """Another process holds the lineage database open for writing."""
-
-
-def _is_lock_error(exc: Exception) -> bool:
-    return "lock" in str(exc).lower()
-
-
-def _connect(path: Path, *, read_only: bool, timeout_s: float, poll_s: float) -> duckdb.DuckDBPyConnection:
-    deadline = time.monotonic() + timeout_s
-    config = {"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
-    while True:
-        try:
-            return duckdb.connect(str(path), read_only=read_only, config=config)
-        except duckdb.IOException as exc:
-            if not _is_lock_error(exc):
-                raise
-            if time.monotonic() >= deadline:
-                holder = re.search(r"PID \d+", str(exc))
-                raise LineageLocked(
-                    f"lineage database {path} is held open by another process"
-                    f"{' (' + holder.group(0) + ')' if holder else ''} and stayed locked for {timeout_s:.0f}s. "
-                    "DuckDB allows one writer per file: wait for that run to finish, or give this run its "
-                    "own workdir (its own lineage.duckdb)."
-                ) from exc
-            time.sleep(poll_s)
 
 
 class Lineage:
@@ -94,7 +67,7 @@ class Lineage:
         if read_only and not path.exists():
             raise FileNotFoundError(f"no lineage database at {path}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        con = _connect(path, read_only=read_only, timeout_s=timeout_s, poll_s=poll_s)
+        con = connect_with_retry(path, read_only=read_only, timeout_s=timeout_s, poll_s=poll_s)
         try:
             if read_only:
                 check_current(con)
