@@ -66,6 +66,18 @@ class Generator(nn.Module):
         with torch.device("meta"):
             return cls(config=config, preset_name=preset_name)
 
+    @classmethod
+    def skeleton(cls, config: GeneratorConfig | Mapping[str, Any] | str) -> Generator:
+        """The architecture on the meta device, without storage: for inspecting keys and shapes.
+
+        ``config`` is a GeneratorConfig, an original-format JSON dict or a preset name.
+        """
+        if isinstance(config, str):
+            return cls._build_meta(preset(config), config)
+        if isinstance(config, Mapping):
+            return cls._build_meta(from_original_json(config), "original")
+        return cls._build_meta(config, "custom")
+
     def _finish(self, *, device: str | torch.device, weights_id: str, random_init: bool) -> Generator:
         self._weights_id = weights_id
         self._random_init = random_init
