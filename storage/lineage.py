@@ -141,16 +141,20 @@ class Lineage:
         if not rows:
             return
         placeholder = "(" + ", ".join("?" for _ in columns) + ")"
+        statements = []
+        for start in range(0, len(rows), _CHUNK_ROWS):
+            chunk = rows[start : start + _CHUNK_ROWS]
+            sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join(placeholder for _ in chunk)} {conflict}"
+            statements.append((sql, [value for row in chunk for value in row]))
         with self._lock:
+            if len(statements) == 1:
+                self._con.execute(*statements[0])
+                return
+            # Several chunks commit together, so a batch is recorded entirely or not at all.
             self._con.begin()
             try:
-                for start in range(0, len(rows), _CHUNK_ROWS):
-                    chunk = rows[start : start + _CHUNK_ROWS]
-                    sql = (
-                        f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-                        f"{', '.join(placeholder for _ in chunk)} {conflict}"
-                    )
-                    self._con.execute(sql, [value for row in chunk for value in row])
+                for sql, params in statements:
+                    self._con.execute(sql, params)
                 self._con.commit()
             except BaseException:
                 self._con.rollback()

@@ -293,3 +293,15 @@ def test_read_only_open(tmp_path):
         _run(lin, "r1", T0, {"a.mp4": "i"})
     with Lineage.open(path, read_only=True) as reader:
         assert reader.run_summary()[0]["run_id"] == "r1"
+
+
+def test_shared_instance_per_process(tmp_path):
+    path = tmp_path / "lineage.duckdb"
+    first = Lineage.shared(path)
+    try:
+        assert Lineage.shared(str(path)) is first
+    finally:
+        first.close()
+    second = Lineage.shared(path)
+    assert second is not first
+    second.close()
