@@ -24,6 +24,7 @@ import duckdb
 
 from storage import lineage_queries as queries
 from storage.lineage_connect import LineageLocked, connect_with_retry
+from storage.lineage_merge import merge_lineage
 from storage.lineage_records import (
     RUN_STATUSES,
     Attempt,
@@ -435,3 +436,7 @@ class Lineage:
         return queries.select_for_reprocess(
             self, run_id=run_id, stage=stage, error_contains=error_contains, statuses=tuple(statuses)
         )
+
+    def merge_from(self, other: str | Path, *, timeout_s: float = 60.0) -> dict[str, int]:
+        """Fold another (finished) lineage database into this one; returns incoming rows per table."""
+        return merge_lineage(self, other, timeout_s=timeout_s)

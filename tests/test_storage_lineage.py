@@ -305,3 +305,37 @@ def test_shared_instance_per_process(tmp_path):
     second = Lineage.shared(path)
     assert second is not first
     second.close()
+
+
+def test_merge_concurrent_workdirs(tmp_path):
+    """Two runs write their own files (one writer each); both fold into a central database."""
+    with Lineage.open(tmp_path / "w1" / "lineage.duckdb") as one:
+        _run(one, "r1", T0, {"shared.mp4": "i1", "only1.mp4": "i2"})
+        one.set_item_states("r1", [dict(source="shared.mp4", status="failed", stage="qc", error="too quiet"),
+                                   dict(source="only1.mp4", status="succeeded", stage="publish")])
+        _publish(one, "r1", "i2")
+        one.record_cot(run_id="r1", source="only1.mp4", backend="manifest", caption_cot="birds")
+        one.cache_put("k", "features_video", "file:///one")
+        one.finish_run("r1", "completed")
+    with Lineage.open(tmp_path / "w2" / "lineage.duckdb") as two:
+        _run(two, "r2", T0 + 60, {"shared.mp4": "i1"})
+        two.set_item_state("r2", "shared.mp4", status="succeeded", stage="publish")
+        _publish(two, "r2", "i1")
+        two.record_attempt(run_id="r2", stage="synthesis", status="succeeded", item_id="i1", started_at=T0 + 61,
+                           finished_at=T0 + 62)
+        two.finish_run("r2", "completed")
+    with Lineage.open(tmp_path / "central.duckdb") as central:
+        central.merge_from(tmp_path / "w2" / "lineage.duckdb")
+        counts = central.merge_from(tmp_path / "w1" / "lineage.duckdb")
+        assert counts["runs"] == 1 and counts["item_state"] == 2
+        central.merge_from(tmp_path / "w1" / "lineage.duckdb")
+        status = _status(central)
+        assert status["shared.mp4"]["status"] == "succeeded" and status["shared.mp4"]["run_id"] == "r2"
+        assert status["shared.mp4"]["audio_uri"] == "file:///out/r2/i1.audio"
+        assert status["only1.mp4"]["status"] == "succeeded"
+        assert {r["run_id"] for r in central.run_summary()} == {"r1", "r2"}
+        assert central.execute("SELECT count(*) AS n FROM cot")[0]["n"] == 1, "merging twice adds nothing"
+        assert central.execute("SELECT count(*) AS n FROM stage_attempts")[0]["n"] == 1
+        assert central.cache_get("k") == "file:///one"
+        with pytest.raises(ValueError):
+            central.merge_from(tmp_path / "central.duckdb")
