@@ -314,6 +314,7 @@ def test_merge_concurrent_workdirs(tmp_path):
         one.set_item_states("r1", [dict(source="shared.mp4", status="failed", stage="qc", error="too quiet"),
                                    dict(source="only1.mp4", status="succeeded", stage="publish")])
         _publish(one, "r1", "i2")
+        _publish(one, "r1", "i1")  # older than w2's artifacts of i1, so it must not win the merge
         one.record_cot(run_id="r1", source="only1.mp4", backend="manifest", caption_cot="birds")
         one.cache_put("k", "features_video", "file:///one")
         one.finish_run("r1", "completed")
