@@ -59,7 +59,7 @@ def clip_frame_uint8(frame: np.ndarray) -> np.ndarray:
     h, w = square.shape[:2]
     new_h, new_w = _shortest_edge_size(h, w, FRAME_SIZE)
     if (new_h, new_w) != (h, w):
-        square = np.asarray(Image.fromarray(square).resize((new_w, new_h), resample=Image.BICUBIC))
+        square = np.array(Image.fromarray(square).resize((new_w, new_h), resample=Image.BICUBIC))
     return _centre_crop_hwc(square, FRAME_SIZE)
 
 
@@ -83,7 +83,7 @@ def _short_side_size(h: int, w: int, size: int) -> tuple[int, int]:
 
 def sync_frame_uint8(frame: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, 224, 224) uint8: antialiased bicubic short-side resize, centre crop."""
-    x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).unsqueeze(0)  # (1, 3, H, W)
+    x = torch.from_numpy(np.require(frame, requirements=["C", "W"])).permute(2, 0, 1).unsqueeze(0)  # (1, 3, H, W)
     h, w = x.shape[-2:]
     new_h, new_w = _short_side_size(h, w, FRAME_SIZE)
     if (new_h, new_w) != (h, w):

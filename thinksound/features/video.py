@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 CLIP_FPS = 8
 SYNC_FPS = 25
 SYNC_SEGMENT_FRAMES = 16
+TRUNCATION_SLACK_SEC = 0.5
 
 
 class VideoDecodeError(Exception):
@@ -280,6 +281,26 @@ def _run(
         ) from exc
     for s in samplers:
         s.push(None)
+    _check_not_truncated(stream, last_pts, path)
+
+
+def _check_not_truncated(stream: av.video.stream.VideoStream, last_pts: int | None, path: str | Path) -> None:
+    """The data ran out before the window was filled: fail if the stream claims to be much longer.
+
+    Only the video stream's own duration is trusted (the container's may include a longer audio
+    track), and half a second of slack absorbs edit lists and rounding. A genuinely short video
+    still pads, as the original does.
+    """
+    if last_pts is None or stream.duration is None or stream.time_base is None:
+        return
+    start = stream.start_time or 0
+    claimed = float((start + stream.duration) * stream.time_base)
+    decoded = float(last_pts * stream.time_base)
+    if claimed - decoded > TRUNCATION_SLACK_SEC:
+        raise VideoDecodeError(
+            f"truncated: video data ends at {decoded:.2f} s but the stream claims {claimed:.2f} s",
+            path=str(path),
+        )
 
 
 def _frame_step(stream: av.video.stream.VideoStream) -> int:
