@@ -18,7 +18,7 @@ def ffmpeg(*args: str) -> bytes:
     ).stdout
 
 
-def testsrc(path: Path, *, size: str, rate: float, duration: float, codec_args: list[str], vf: str = "") -> Path:
+def make_testsrc(path: Path, *, size: str, rate: float, duration: float, codec_args: list[str], vf: str = "") -> Path:
     args = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={duration}"]
     if vf:
         args += ["-vf", vf, "-fps_mode", "passthrough"]
@@ -57,5 +57,5 @@ VIDEOS = {
 def make_all(root: Path) -> dict[str, Path]:
     out = {}
     for name, (size, rate, duration, codec, vf) in VIDEOS.items():
-        out[name] = testsrc(root / name, size=size, rate=rate, duration=duration, codec_args=codec, vf=vf)
+        out[name] = make_testsrc(root / name, size=size, rate=rate, duration=duration, codec_args=codec, vf=vf)
     return out

@@ -39,7 +39,7 @@ def _check_rank(name: str, t: torch.Tensor, rank: int) -> None:
         raise ValueError(f"{name} must have {rank} dims, got {tuple(t.shape)}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class VideoFeatures:
     """``metaclip_features`` (Lc, clip_dim) and ``sync_features`` (Ls, sync_dim)."""
 
@@ -62,7 +62,7 @@ class VideoFeatures:
         return cls(**{k: v for k, v in st_load(data).items() if k in VIDEO_KEYS})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TextFeatures:
     """MetaCLIP caption states (77, d) and pooled (d,), T5 CoT states (77, d5), and the CoT token count.
 
@@ -120,7 +120,7 @@ def _load_with_metadata(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str,
     return st_load(data), meta
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Features:
     """One item's features; either part may be missing. Original npz names are attributes."""
 

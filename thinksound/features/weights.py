@@ -31,12 +31,23 @@ def resolve_file(source: str | Path, *, local_files_only: bool) -> Path:
 
 
 def _file_digest(path: Path) -> str:
-    """Size plus head and tail samples: cheap on multi-GB files, and changes whenever weights do."""
+    """Size plus head and tail samples: cheap on multi-GB files, and changes whenever weights do.
+
+    A safetensors header is hashed in canonical JSON form, since writers may order its metadata
+    differently from run to run; the tensor data after it is sampled like any other file.
+    """
     h = hashlib.sha256()
     size = path.stat().st_size
-    h.update(str(size).encode())
+    start = 0
     with open(path, "rb") as f:
-        if size <= 4 * _SAMPLE_BYTES:
+        if path.suffix == ".safetensors" and size >= 8:
+            header_len = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(header_len))
+            h.update(json.dumps(header, sort_keys=True).encode())
+            start = 8 + header_len
+        h.update(str(size - start).encode())
+        f.seek(start)
+        if size - start <= 4 * _SAMPLE_BYTES:
             h.update(f.read())
         else:
             h.update(f.read(_SAMPLE_BYTES))
