@@ -68,7 +68,9 @@ def sample_frames(
 
 def frames_data_url(frames: SampledFrames) -> str:
     """vLLM's `video/jpeg` data URL: comma-separated base64 JPEG frames, read as one video."""
-    return "data:video/jpeg;base64," + ",".join(base64.b64encode(jpeg).decode("ascii") for jpeg in frames.jpegs)
+    return "data:video/jpeg;base64," + ",".join(
+        base64.b64encode(jpeg).decode("ascii") for jpeg in frames.jpegs
+    )
 
 
 def video_data_url(path: Path, *, mime: str = "video/mp4") -> str:

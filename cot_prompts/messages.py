@@ -37,7 +37,9 @@ def build_messages(prompt: PromptTemplate, request: CotRequest, video: VideoPart
     ]
 
 
-def with_feedback(messages: Sequence[dict[str, Any]], answer: str | None, feedback: str) -> list[dict[str, Any]]:
+def with_feedback(
+    messages: Sequence[dict[str, Any]], answer: str | None, feedback: str
+) -> list[dict[str, Any]]:
     """Continue the conversation: the model's rejected answer, then why it was rejected."""
     extended = list(messages)
     if answer:
@@ -55,6 +57,7 @@ def build_chat_request(
     duration_sec: float,
     max_tokens: int,
     seed: int | None,
+    send_frame_rate: bool = False,
 ) -> dict[str, Any]:
     """Keyword arguments for `chat.completions.create`; structured output through `response_format`."""
     body: dict[str, Any] = {
@@ -69,8 +72,9 @@ def build_chat_request(
     }
     if seed is not None:
         body["seed"] = seed
-    if video.frame_times is not None:
-        # Without this vLLM assumes 1 frame per second; the model's temporal positions need the real rate.
+    if send_frame_rate and video.frame_times is not None:
+        # Without this vLLM assumes 1 frame per second for JPEG frames, which skews the model's temporal
+        # positions; the server accepts it only when started with --trust-request-mm-kwargs.
         fps = len(video.frame_times) / duration_sec
         body["extra_body"] = {"media_io_kwargs": {"video": {"fps": fps, "duration": duration_sec}}}
     return body

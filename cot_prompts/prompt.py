@@ -14,10 +14,27 @@ import yaml
 
 DEFAULT_PROMPT_VERSION = "v1"
 _REQUIRED_KEYS = (
-    "version", "system", "instruction", "media_notes", "caption_note", "examples", "examples_intro",
-    "feedback", "fallback_cot", "generation", "schema",
+    "version",
+    "system",
+    "instruction",
+    "media_notes",
+    "caption_note",
+    "examples",
+    "examples_intro",
+    "feedback",
+    "fallback_cot",
+    "generation",
+    "schema",
 )
-_FEEDBACK_CODES = ("cut_off", "empty_answer", "invalid_json", "schema", "empty_field", "cot_too_long", "cot_cut")
+_FEEDBACK_CODES = (
+    "cut_off",
+    "empty_answer",
+    "invalid_json",
+    "schema",
+    "empty_field",
+    "cot_too_long",
+    "cot_cut",
+)
 
 
 def canonical_json(data: Any) -> str:

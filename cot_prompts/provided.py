@@ -51,9 +51,20 @@ class ProvidedBackend:
             backend, version, digest = "template", self.prompt.version, self.prompt.hash
         else:
             return CotResult(
-                item_id=request.item_id, caption="", caption_cot="", backend="none", model=None,
-                prompt_version=None, prompt_hash=None, raw_answer=None, parsed=None, t5_tokens=0,
-                shortened=False, latency_s=time.perf_counter() - started, retries=0, error=None,
+                item_id=request.item_id,
+                caption="",
+                caption_cot="",
+                backend="none",
+                model=None,
+                prompt_version=None,
+                prompt_hash=None,
+                raw_answer=None,
+                parsed=None,
+                t5_tokens=0,
+                shortened=False,
+                latency_s=time.perf_counter() - started,
+                retries=0,
+                error=None,
             )
         error = None
         try:
@@ -62,7 +73,18 @@ class ProvidedBackend:
         except BudgetError as exc:
             final, tokens, shortened, error = "", self.count_t5_tokens(text), False, str(exc)
         return CotResult(
-            item_id=request.item_id, caption=caption, caption_cot=final, backend=backend, model=None,
-            prompt_version=version, prompt_hash=digest, raw_answer=text, parsed=None, t5_tokens=tokens,
-            shortened=shortened, latency_s=time.perf_counter() - started, retries=0, error=error,
+            item_id=request.item_id,
+            caption=caption,
+            caption_cot=final,
+            backend=backend,
+            model=None,
+            prompt_version=version,
+            prompt_hash=digest,
+            raw_answer=text,
+            parsed=None,
+            t5_tokens=tokens,
+            shortened=shortened,
+            latency_s=time.perf_counter() - started,
+            retries=0,
+            error=error,
         )

@@ -97,12 +97,19 @@ class VllmServer:
         if self.port is None:
             raise CotError("port not chosen yet")
         args = [
-            str(self.python), "-m", "vllm.entrypoints.openai.api_server",
-            "--model", self.model,
-            "--served-model-name", self.served_model_name,
-            "--host", self.host,
-            "--port", str(self.port),
-            "--structured-outputs-config", json.dumps(self.structured_outputs),
+            str(self.python),
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            self.model,
+            "--served-model-name",
+            self.served_model_name,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--structured-outputs-config",
+            json.dumps(self.structured_outputs),
         ]
         if self.allowed_local_media_path is not None:
             args += ["--allowed-local-media-path", str(self.allowed_local_media_path)]
@@ -126,8 +133,12 @@ class VllmServer:
         started = time.monotonic()
         # The child inherits this process's environment plus the caller's explicit overrides.
         self._process = subprocess.Popen(
-            command, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **self.env}, start_new_session=True,
+            command,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
+            start_new_session=True,
         )
         try:
             self._wait_healthy(started)
@@ -143,7 +154,9 @@ class VllmServer:
         while True:
             code = self._process.poll()
             if code is not None:
-                raise CotError(f"vLLM exited with code {code} during start-up; log tail:\n{_tail(self.log_path)}")
+                raise CotError(
+                    f"vLLM exited with code {code} during start-up; log tail:\n{_tail(self.log_path)}"
+                )
             if self.healthy():
                 return
             if time.monotonic() - started > self.startup_timeout_s:

@@ -37,7 +37,9 @@ class ParsedAnswer:
 
 
 def _problem(prompt: PromptTemplate, code: str, detail: str, **fields: Any) -> AnswerProblem:
-    return AnswerProblem(code=code, detail=detail, feedback=prompt.feedback_text(code, detail=detail, **fields))
+    return AnswerProblem(
+        code=code, detail=detail, feedback=prompt.feedback_text(code, detail=detail, **fields)
+    )
 
 
 def check_answer(

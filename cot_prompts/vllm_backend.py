@@ -83,8 +83,10 @@ class VllmBackend:
         frames: int = 8,
         frame_max_side: int = 448,
         max_answer_tokens: int | None = None,
+        send_frame_rate: bool = False,
         seed: int | None = None,
         backoff_s: float = 0.5,
+        check_timeout_s: float = 10.0,
         api_key: str = "EMPTY",
     ) -> None:
         if video_mode not in ("frames", "video_url", "video_base64"):
@@ -103,14 +105,18 @@ class VllmBackend:
         self.frames = frames
         self.frame_max_side = frame_max_side
         self.max_answer_tokens = max_answer_tokens or prompt.max_tokens
+        self.send_frame_rate = send_frame_rate
         self.seed = seed
         self.backoff_s = backoff_s
+        self.check_timeout_s = check_timeout_s
         self.api_key = api_key
 
     @property
     def identity(self) -> str:
         """Everything but the prompt that changes the answer; the prompt hash enters the cache key apart."""
-        media = f"{self.video_mode}:{self.frames}x{self.frame_max_side}" if self.video_mode == "frames" else self.video_mode
+        media = self.video_mode
+        if self.video_mode == "frames":
+            media += f":{self.frames}x{self.frame_max_side}:fps={self.send_frame_rate}"
         return f"vllm:{self.model}:{media}:t5max={self.max_t5_tokens}:maxtok={self.max_answer_tokens}:seed={self.seed}"
 
     def generate(self, requests: Sequence[CotRequest]) -> list[CotResult]:
@@ -147,13 +153,21 @@ class VllmBackend:
                         f"{kind}: {type(exc).__name__} after {attempt} retries: {exc}", attempt, http_s
                     ) from exc
                 delay = min(8.0, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
-                log.warning("transient %s from %s; retry %d in %.2fs", type(exc).__name__, self.base_url, attempt + 1, delay)
+                log.warning(
+                    "transient %s from %s; retry %d in %.2fs",
+                    type(exc).__name__,
+                    self.base_url,
+                    attempt + 1,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 attempt += 1
 
     async def _check_server(self, client: openai.AsyncOpenAI) -> None:
         try:
-            page, _, _ = await self._with_retries(client.models.list)
+            # Its own timeout: a tight per-request timeout must not make a live server look dead.
+            checker = client.with_options(timeout=self.check_timeout_s)
+            page, _, _ = await self._with_retries(checker.models.list)
         except _TransientExhausted as exc:
             raise CotError(f"vLLM server at {self.base_url} is unreachable: {exc.reason}") from exc
         except openai.APIError as exc:
@@ -165,8 +179,11 @@ class VllmBackend:
     def _video_part(self, request: CotRequest) -> VideoPart:
         if self.video_mode == "frames":
             sampled = sample_frames(
-                request.video_path, start_sec=request.start_sec, duration_sec=request.duration_sec,
-                n_frames=self.frames, max_side=self.frame_max_side,
+                request.video_path,
+                start_sec=request.start_sec,
+                duration_sec=request.duration_sec,
+                n_frames=self.frames,
+                max_side=self.frame_max_side,
             )
             return VideoPart(url=frames_data_url(sampled), frame_times=sampled.times_sec)
         if request.start_sec > 0:
@@ -180,7 +197,9 @@ class VllmBackend:
         choice = completion.choices[0]
         return _Reply(choice.message.content, choice.finish_reason, retries, http_s)
 
-    async def _describe(self, client: openai.AsyncOpenAI, gate: asyncio.Semaphore, request: CotRequest) -> CotResult:
+    async def _describe(
+        self, client: openai.AsyncOpenAI, gate: asyncio.Semaphore, request: CotRequest
+    ) -> CotResult:
         started = time.perf_counter()
         state = _Attempts(request=request, backend=self, started=started)
         async with gate:
@@ -192,8 +211,14 @@ class VllmBackend:
             ask = 0
             while True:
                 body = build_chat_request(
-                    model=self.model, prompt=self.prompt, messages=messages, video=video,
-                    duration_sec=request.duration_sec, max_tokens=self.max_answer_tokens, seed=self.seed,
+                    model=self.model,
+                    prompt=self.prompt,
+                    messages=messages,
+                    video=video,
+                    duration_sec=request.duration_sec,
+                    max_tokens=self.max_answer_tokens,
+                    seed=self.seed,
+                    send_frame_rate=self.send_frame_rate,
                 )
                 try:
                     reply = await self._ask(client, body)
@@ -205,11 +230,16 @@ class VllmBackend:
                     return state.failed(f"request_rejected: HTTP {exc.status_code}: {exc.message}")
                 state.note_reply(reply)
                 checked = check_answer(
-                    reply.content, reply.finish_reason, prompt=self.prompt,
-                    count_t5_tokens=self.count_t5_tokens, max_t5_tokens=self.max_t5_tokens,
+                    reply.content,
+                    reply.finish_reason,
+                    prompt=self.prompt,
+                    count_t5_tokens=self.count_t5_tokens,
+                    max_t5_tokens=self.max_t5_tokens,
                 )
                 if isinstance(checked, ParsedAnswer):
-                    return state.succeeded(checked.caption, checked.cot, checked.t5_tokens, False, checked.data)
+                    return state.succeeded(
+                        checked.caption, checked.cot, checked.t5_tokens, False, checked.data
+                    )
                 state.problems.append(checked)
                 if ask == self.max_retries:
                     return self._last_resort(state, checked, reply.content)
@@ -257,7 +287,13 @@ class _Attempts:
             data = json.loads(content or "")
         except json.JSONDecodeError:
             return None
-        return data if isinstance(data, dict) and isinstance(data.get("cot"), str) and isinstance(data.get("caption"), str) else None
+        return (
+            data
+            if isinstance(data, dict)
+            and isinstance(data.get("cot"), str)
+            and isinstance(data.get("caption"), str)
+            else None
+        )
 
     def reason(self) -> str:
         last = self.problems[-1].reason
@@ -266,10 +302,16 @@ class _Attempts:
 
     def _result(self, **fields: Any) -> CotResult:
         return CotResult(
-            item_id=self.request.item_id, backend="vllm", model=self.backend.model,
-            prompt_version=self.backend.prompt.version, prompt_hash=self.backend.prompt.hash,
-            raw_answer=self.raw, latency_s=time.perf_counter() - self.started, retries=self.retries,
-            http_s=self.http_s, **fields,
+            item_id=self.request.item_id,
+            backend="vllm",
+            model=self.backend.model,
+            prompt_version=self.backend.prompt.version,
+            prompt_hash=self.backend.prompt.hash,
+            raw_answer=self.raw,
+            latency_s=time.perf_counter() - self.started,
+            retries=self.retries,
+            http_s=self.http_s,
+            **fields,
         )
 
     def succeeded(self, caption: str, cot: str, tokens: int, shortened: bool, data: Any) -> CotResult:
