@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -35,6 +36,25 @@ def _prepare_environment(workdir: Path) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     if "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
         os.environ["PREFECT_HOME"] = str(workdir / "prefect")
+
+
+@contextlib.contextmanager
+def _embedded_prefect_api():
+    """Start Prefect's embedded (temporary) API in the background while the models' code imports.
+
+    Only in embedded mode, when no PREFECT_API_URL names a server; the flow then finds it running.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    starter = threading.Thread(target=SubprocessASGIServer().start, name="prefect-embedded-api", daemon=True)
+    starter.start()
+    try:
+        yield
+    finally:
+        starter.join()
 
 
 def _settings(workdir: Path, **options):
@@ -119,7 +139,8 @@ def run(
 ) -> None:
     """Dub every video of INPUT. Exits 0 when the run completed, whatever individual items did."""
     _prepare_environment(workdir)
-    from flows.dub import dub_dataset, new_run_id
+    with _embedded_prefect_api():
+        from flows.dub import dub_dataset, new_run_id
 
     with _run_errors():
         settings = _settings(
@@ -148,7 +169,8 @@ def reprocess(
 ) -> None:
     """Rerun failed (and rejected) items chosen from lineage, from the stage that failed."""
     _prepare_environment(workdir)
-    from flows.reprocess import reprocess_failed
+    with _embedded_prefect_api():
+        from flows.reprocess import reprocess_failed
 
     with _run_errors():
         settings = _settings(
