@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -61,6 +62,14 @@ def cpu_server(model_dir: Path, *, log_path: Path, media_root: Path, max_model_l
         max_model_len=max_model_len,
         startup_timeout_s=600,
     )
+
+
+def free_port_url() -> str:
+    """An OpenAI-style base URL on a loopback port where nothing listens."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
 
 
 def make_clip(path: Path, *, seconds: float = 4.0, size: str = "160x120", rate: int = 10) -> Path:
@@ -201,7 +210,7 @@ class ScriptedEndpoint:
                 self._send(*endpoint.script(body, index))
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
         try:
             yield f"http://127.0.0.1:{server.server_address[1]}/v1"
