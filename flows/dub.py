@@ -68,8 +68,12 @@ def run_sources(
             done, stage_seconds = process_items(items, active, run_id)
     except BaseException:
         lin.finish_run(run_id, "crashed")
+        runtime.close_lineage(settings)
         raise
     lin.finish_run(run_id, "completed")
+    # DuckDB admits one writing process per file: release it as soon as the run is over, so that
+    # `thinksound status` or the next run can open it while this (warm) worker process lives on.
+    runtime.close_lineage(settings)
     publish_summary(run_id, done, stage_seconds)
     publish_report(run_id, done, settings.preset)
     counts = Counter(i.status for i in done)
