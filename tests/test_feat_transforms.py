@@ -18,7 +18,7 @@ from thinksound.features.transforms import (
     sync_normalise,
 )
 
-SIZES = [(97, 175), (175, 97), (96, 176), (224, 224), (100, 100), (480, 640), (223, 500)]
+SIZES = [(97, 175), (175, 97), (96, 176), (224, 224), (100, 100), (480, 640), (223, 500), (120, 224), (720, 1280)]
 
 
 def _metaclip_processor() -> CLIPImageProcessorPil:

@@ -134,6 +134,38 @@ class FeatureExtractor:
         ext._keepalive = keepalive
         return ext
 
+    @classmethod
+    def from_models(
+        cls,
+        *,
+        clip: MetaClipEncoder | None = None,
+        t5: T5TextEncoder | None = None,
+        synchformer: Synchformer | None = None,
+        identity: dict[str, str],
+        is_random_init: bool,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        **batching: int,
+    ) -> FeatureExtractor:
+        """Wrap already built encoders (benchmarks, custom weights); ``identity`` names each for versions.
+
+        A part left as None cannot be used: there is nothing to load it from.
+        """
+        ext = cls(
+            clip="<given>",
+            t5="<given>",
+            synchformer="<given>",
+            device=device,
+            precision=precision,
+            is_random_init=is_random_init,
+            identity=identity,
+            **batching,
+        )
+        ext._clip, ext._t5, ext._sync = clip, t5, synchformer
+        if synchformer is not None:
+            ext._sync = synchformer.to(device=ext.device, dtype=ext.dtype).eval()
+        return ext
+
     # versions
 
     def _identities(self) -> dict[str, str]:

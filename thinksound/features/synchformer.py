@@ -105,7 +105,9 @@ class _DividedAttention(nn.Module):
         g = qg.shape[2]
         kg = torch.cat((cls_k.unsqueeze(2).expand(-1, -1, g, -1, -1), kg), dim=3)
         vg = torch.cat((cls_v.unsqueeze(2).expand(-1, -1, g, -1, -1), vg), dim=3)
-        out = F.scaled_dot_product_attention(qg, kg, vg, scale=1.0)  # (N, H, G, len, Dh)
+        # 4-D inputs keep CPU/GPU SDPA on its fused kernels: (N, H*G, len, Dh)
+        out = F.scaled_dot_product_attention(qg.flatten(1, 2), kg.flatten(1, 2), vg.flatten(1, 2), scale=1.0)
+        out = out.unflatten(1, (h, g))  # (N, H, G, len, Dh)
         if over_time:
             out = out.transpose(2, 3)
         out = torch.cat((cls_out, out.flatten(2, 3)), dim=2)  # (N, H, L, Dh)

@@ -39,28 +39,29 @@ def pad_to_square(frame: np.ndarray) -> np.ndarray:
     return out
 
 
-def _shortest_edge_size(h: int, w: int, shortest: int) -> tuple[int, int]:
-    # transformers' get_resize_output_image_size(default_to_square=False): int() of the scaled long side.
-    short, long = (h, w) if h <= w else (w, h)
-    new_long = int(shortest * long / short)
-    return (shortest, new_long) if h <= w else (new_long, shortest)
-
-
-def _centre_crop_hwc(frame: np.ndarray, size: int) -> np.ndarray:
-    h, w = frame.shape[:2]
-    top = int(round((h - size) / 2.0))
-    left = int(round((w - size) / 2.0))
-    return frame[top : top + size, left : left + size]
+def _pil_bicubic(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    return np.array(Image.fromarray(frame).resize((width, height), resample=Image.BICUBIC))
 
 
 def clip_frame_uint8(frame: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 -> (224, 224, 3) uint8: pad to square, PIL bicubic resize, centre crop."""
-    square = pad_to_square(frame)
-    h, w = square.shape[:2]
-    new_h, new_w = _shortest_edge_size(h, w, FRAME_SIZE)
-    if (new_h, new_w) != (h, w):
-        square = np.array(Image.fromarray(square).resize((new_w, new_h), resample=Image.BICUBIC))
-    return _centre_crop_hwc(square, FRAME_SIZE)
+    """(H, W, 3) uint8 -> (224, 224, 3) uint8: pad to a square, then PIL bicubic to 224.
+
+    On a square the processor's shortest-edge resize gives 224 x 224 and its centre crop is a no-op.
+    """
+    h, w = frame.shape[:2]
+    side = max(h, w)
+    if side == FRAME_SIZE:
+        return pad_to_square(frame)
+    if w > h:
+        # PIL resamples horizontally first (rounding to uint8), then vertically, and a zero row stays
+        # zero; so resizing the content rows alone and padding in between gives the same bytes as
+        # resizing the padded square, without building the square.
+        rows = _pil_bicubic(frame, FRAME_SIZE, h)
+        tall = np.zeros((side, FRAME_SIZE, frame.shape[2]), dtype=np.uint8)
+        top = (side - h) // 2
+        tall[top : top + h] = rows
+        return _pil_bicubic(tall, FRAME_SIZE, FRAME_SIZE)
+    return _pil_bicubic(pad_to_square(frame), FRAME_SIZE, FRAME_SIZE)
 
 
 def clip_normalise(frames: torch.Tensor) -> torch.Tensor:
