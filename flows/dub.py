@@ -17,7 +17,7 @@ from flows.report import publish_report, publish_summary
 from tasks import runtime
 from tasks.config import PipelineSettings
 from tasks.ingest import list_sources
-from tasks.items import WorkItem
+from tasks.items import WorkItem, jsonable
 
 PIPELINE_VERSION = "0.1.0"
 
@@ -85,7 +85,9 @@ def run_sources(
         "stage_seconds": stage_seconds,
         "items": [
             {"source": i.source, "status": i.status, "error": i.error, "audio_uri": i.audio_uri,
-             "video_uri": i.video_uri, "item_id": i.item_id}
+             "video_uri": i.video_uri, "metrics_uri": i.metrics_uri, "item_id": i.item_id, "stage": i.stage,
+             "caption": i.caption, "caption_cot": i.caption_cot, "cot_backend": i.cot_backend,
+             "cached": i.cached, "metrics": jsonable(i.metrics)}
             for i in done
         ],
     }
