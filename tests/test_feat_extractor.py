@@ -158,3 +158,16 @@ def test_features_record_from_extractor_round_trips(ext, clips, tmp_path):
     f.save_npz(tmp_path / "x.npz")
     g = Features.load_npz(tmp_path / "x.npz")
     assert torch.equal(g.sync_features, f.sync_features) and g.caption_cot == "b"
+
+
+def test_package_imports_no_pipeline_modules():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, thinksound.features\n"
+        "bad = [m for m in ('prefect', 'duckdb', 'minio', 'storage', 'tasks', 'flows') if m in sys.modules]\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == ""

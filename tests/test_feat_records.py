@@ -129,3 +129,17 @@ def test_records_are_float32_cpu_and_checked():
     assert v.metaclip_features.dtype == torch.float32
     with pytest.raises(ValueError, match="2 dims"):
         VideoFeatures(metaclip_features=torch.ones(4), sync_features=torch.ones(16, 8))
+
+
+def test_records_and_errors_pickle():
+    # Prefect may move results and exceptions between processes.
+    import pickle
+
+    from thinksound.features import VideoDecodeError
+
+    f = Features(video=_video(), text=_text(), id="p")
+    g = pickle.loads(pickle.dumps(f))
+    _assert_same(f, g)
+    assert g.t5_tokens == 93
+    err = pickle.loads(pickle.dumps(VideoDecodeError("no video stream", path="/a.mp4")))
+    assert isinstance(err, VideoDecodeError) and err.reason == "no video stream" and err.path == "/a.mp4"

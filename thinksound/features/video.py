@@ -52,7 +52,7 @@ class VideoInfo:
     has_audio: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DecodedClip:
     """Preprocessed frames of the first ``duration_sec`` seconds after ``start_sec``.
 
