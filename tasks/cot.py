@@ -12,7 +12,7 @@ from prefect.cache_policies import NONE
 from cot_prompts import CotRequest, CotResult, ProvidedBackend, VllmBackend, cot_cache_key, load_prompt
 from tasks import runtime
 from tasks.config import PipelineSettings
-from tasks.items import WorkItem
+from tasks.items import WorkItem, batch_share
 from tasks.retry import retry_on_transient
 
 
@@ -88,7 +88,7 @@ def write_cot(batch_id: str, items: list[WorkItem], settings: PipelineSettings, 
         started = time.time()
         results = _make_backend(settings, prompt).generate([_request(i) for i in missing])
         finished = time.time()
-        for item, result in zip(missing, results, strict=True):
+        for n, (item, result) in enumerate(zip(missing, results, strict=True)):
             _apply(item, result)
             if result.error is None:
                 store.put_bytes(
@@ -96,7 +96,7 @@ def write_cot(batch_id: str, items: list[WorkItem], settings: PipelineSettings, 
                     json.dumps(dataclasses.asdict(result), default=str).encode(),
                     content_type="application/json",
                 )
-            attempts.append(_attempt(run_id, item, None, prompt, started, finished))
+            attempts.append(_attempt(run_id, item, None, prompt, *batch_share(started, finished, n, len(missing))))
     lin.record_attempts(attempts)
     return items
 

@@ -10,7 +10,7 @@ from prefect.cache_policies import NONE
 from tasks import runtime
 from tasks.config import PipelineSettings
 from tasks.ingest import generation_duration
-from tasks.items import WorkItem, stable_hash
+from tasks.items import WorkItem, batch_share, stable_hash
 from tasks.retry import retry_on_transient
 from thinksound.features import VideoDecodeError, decode_clip
 
@@ -93,7 +93,8 @@ def extract_features(
     finished = time.time()
     computed = {id(i) for i in need_video} | {id(i) for i in need_text}
     attempts = []
-    for item in pending:
+    for n, item in enumerate(pending):
+        item_started, item_finished = batch_share(started, finished, n, len(pending))
         if item.is_pending:
             item.stage = "synthesis"
         attempts.append(
@@ -110,8 +111,8 @@ def extract_features(
                 input_hash=item.video_features_key,
                 params={"text_key": item.text_features_key, "precision": settings.precision},
                 model_version=runtime.video_extractor_version(settings),
-                started_at=started,
-                finished_at=finished,
+                started_at=item_started,
+                finished_at=item_finished,
                 error=item.error if item.status == "failed" else None,
             )
         )

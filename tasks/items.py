@@ -105,3 +105,9 @@ def jsonable(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     return value
+
+
+def batch_share(started: float, finished: float, index: int, count: int) -> tuple[float, float]:
+    """Item `index`'s slice of a batched call, so per-item timings add up to the batch's wall time."""
+    share = (finished - started) / max(count, 1)
+    return started + index * share, started + (index + 1) * share

@@ -13,7 +13,7 @@ from prefect.cache_policies import NONE
 from tasks import runtime
 from tasks.config import PipelineSettings
 from tasks.ingest import generation_duration
-from tasks.items import WorkItem, stable_hash
+from tasks.items import WorkItem, batch_share, stable_hash
 from tasks.retry import retry_on_transient
 from thinksound import peak_normalize, synthesize
 from thinksound.features import Features, TextFeatures, VideoFeatures
@@ -96,7 +96,8 @@ def synthesize_batch(
         started = time.time()
         clips = _synthesize_group(group, duration, settings)
         finished = time.time()
-        for item, clip in zip(group, clips, strict=True):
+        for n, (item, clip) in enumerate(zip(group, clips, strict=True)):
+            item_started, item_finished = batch_share(started, finished, n, len(group))
             item.raw_audio_key = f"work/audio/{item.result_key}/generation{item.generation}.npy"
             store.put_bytes(item.raw_audio_key, _npy_bytes(clip))
             item.stage = "qc"
@@ -116,8 +117,8 @@ def synthesize_batch(
                         "batch_size": len(group),
                     },
                     model_version=runtime.generator_version(settings),
-                    started_at=started,
-                    finished_at=finished,
+                    started_at=item_started,
+                    finished_at=item_finished,
                 )
             )
     runtime.lineage(settings).record_attempts(attempts)
