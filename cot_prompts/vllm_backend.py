@@ -134,31 +134,38 @@ class VllmBackend:
             raise CotError(f"vLLM server at {self.base_url} became unreachable: {results[0].error}")
         return list(results)
 
-    async def _with_retries(self, call: Any) -> tuple[Any, int, float]:
-        """Await `call()` with backoff on transient errors; returns (value, retries, seconds waited on it)."""
+    async def _with_retries(self, call: Any, timeout_s: float) -> tuple[Any, int, float]:
+        """Await `call()` with backoff on transient errors; returns (value, retries, seconds waited on it).
+
+        `timeout_s` bounds each attempt as a whole: the HTTP client's own timeouts apply per read, so a
+        server that streams nothing for a while but answers quickly after that would never trip them.
+        """
         http_s = 0.0
         attempt = 0
         while True:
             started = time.perf_counter()
             try:
-                value = await call()
+                async with asyncio.timeout(timeout_s):
+                    value = await call()
                 return value, attempt, http_s + time.perf_counter() - started
-            except openai.APIError as exc:
+            except (openai.APIError, TimeoutError) as exc:
                 http_s += time.perf_counter() - started
-                if not _is_transient(exc):
+                if isinstance(exc, openai.APIError) and not _is_transient(exc):
                     raise
+                name = (
+                    "timeout"
+                    if isinstance(exc, TimeoutError | openai.APITimeoutError)
+                    else type(exc).__name__
+                )
                 if attempt == self.max_retries:
                     kind = _UNREACHABLE if type(exc) is openai.APIConnectionError else "transient"
+                    detail = f"no answer within {timeout_s}s" if name == "timeout" else str(exc)
                     raise _TransientExhausted(
-                        f"{kind}: {type(exc).__name__} after {attempt} retries: {exc}", attempt, http_s
+                        f"{kind}: {name} after {attempt} retries: {detail}", attempt, http_s
                     ) from exc
                 delay = min(8.0, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
                 log.warning(
-                    "transient %s from %s; retry %d in %.2fs",
-                    type(exc).__name__,
-                    self.base_url,
-                    attempt + 1,
-                    delay,
+                    "transient %s from %s; retry %d in %.2fs", name, self.base_url, attempt + 1, delay
                 )
                 await asyncio.sleep(delay)
                 attempt += 1
@@ -167,7 +174,7 @@ class VllmBackend:
         try:
             # Its own timeout: a tight per-request timeout must not make a live server look dead.
             checker = client.with_options(timeout=self.check_timeout_s)
-            page, _, _ = await self._with_retries(checker.models.list)
+            page, _, _ = await self._with_retries(checker.models.list, self.check_timeout_s)
         except _TransientExhausted as exc:
             raise CotError(f"vLLM server at {self.base_url} is unreachable: {exc.reason}") from exc
         except openai.APIError as exc:
@@ -193,7 +200,9 @@ class VllmBackend:
         return VideoPart(url=video_data_url(request.video_path))
 
     async def _ask(self, client: openai.AsyncOpenAI, body: dict[str, Any]) -> _Reply:
-        completion, retries, http_s = await self._with_retries(lambda: client.chat.completions.create(**body))
+        completion, retries, http_s = await self._with_retries(
+            lambda: client.chat.completions.create(**body), self.timeout_s
+        )
         choice = completion.choices[0]
         return _Reply(choice.message.content, choice.finish_reason, retries, http_s)
 

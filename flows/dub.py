@@ -7,6 +7,7 @@ import datetime as dt
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -27,8 +28,10 @@ def new_run_id() -> str:
 
 
 def _run_name() -> str:
+    """Flow run names carry the lineage run id, or what the run is about when that is not chosen yet."""
     params = flow_run.parameters
-    return f"{flow_run.flow_name}-{params.get('run_id') or 'new'}"
+    label = params.get("run_id") or Path(str(params.get("input") or params.get("video") or "reprocess")).name
+    return f"{flow_run.flow_name}-{label}"
 
 
 @contextlib.contextmanager

@@ -90,6 +90,14 @@ def test_transient_errors_past_the_limit_fail_the_item_not_the_batch(clip):
     assert result.retries == 1 and len(endpoint.bodies) == 2
 
 
+def test_slow_answers_time_out_per_attempt_and_are_retried(clip):
+    endpoint = ScriptedEndpoint(lambda body, i: completion(GOOD), delay_s=0.5)
+    with endpoint.serving() as url:
+        [result] = backend(url, timeout_s=0.1, max_retries=1).generate(requests_for(clip, 1))
+    assert result.error == "transient: timeout after 1 retries: no answer within 0.1s"
+    assert result.retries == 1 and len(endpoint.bodies) == 2 and result.http_s < 0.5
+
+
 def test_client_errors_are_not_retried(clip):
     endpoint = ScriptedEndpoint(lambda body, i: http_error(400, "video could not be decoded"))
     with endpoint.serving() as url:

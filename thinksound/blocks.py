@@ -1,19 +1,24 @@
 """Transformer blocks of the MM-DiT: single-stream block, joint block, final layer, timestep embedder.
 
 Module and parameter names follow the published checkpoint (``attn.qkv``, ``adaLN_modulation.1``...).
+
+Blocks take their conditioning already passed through SiLU (``silu_c``): every adaLN of a step sees
+the same two condition tensors, so the model applies SiLU once per step instead of once per block.
+The joint attention normalises and rotates q and k of all three streams in one pass.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from thinksound.layers import MLP, ChannelLastConv1d, ConvMLP, modulate
-from thinksound.math import apply_rope, attention, timestep_embedding, timestep_freqs
+from thinksound.layers import MLP, ChannelLastConv1d, ConvMLP
+from thinksound.math import apply_rope, timestep_embedding, timestep_freqs
 
 
 class SelfAttention(nn.Module):
-    """qkv projection with per-head RMSNorm on q and k.
+    """qkv projection with per-head RMSNorm weights for q and k.
 
     The qkv output channels are interleaved: channel ((head * Dh) + d) * 3 + j holds q, k or v for
     j = 0, 1, 2. A blocked [q | k | v] split of the published weights is wrong.
@@ -27,17 +32,33 @@ class SelfAttention(nn.Module):
         self.q_norm = nn.RMSNorm(dim // num_heads)
         self.k_norm = nn.RMSNorm(dim // num_heads)
 
-    def qkv_heads(self, x: Tensor, rope: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        """(B, L, D) -> q, k, v each (B, H, L, Dh), normalised and rotated."""
-        b, n, d = x.shape
-        qkv = self.qkv(x).view(b, n, self.num_heads, d // self.num_heads, 3).permute(4, 0, 2, 1, 3)
-        q, k, v = qkv.unbind(0)
-        q = self.q_norm(q)
-        k = self.k_norm(k)
-        if rope is not None:
-            q = apply_rope(q, rope)
-            k = apply_rope(k, rope)
-        return q, k, v
+    def qk_weight(self) -> Tensor:
+        """(2, Dh): the q and k RMSNorm weights stacked."""
+        return torch.stack([self.q_norm.weight, self.k_norm.weight])
+
+
+def joint_attention(
+    qkvs: list[Tensor], *, num_heads: int, qk_weight: Tensor, rope: Tensor, n_queries: int | None = None
+) -> Tensor:
+    """Attention over the concatenation of several streams' qkv projections.
+
+    qkvs: (B, L_i, 3D) each, interleaved layout. qk_weight (2, 1, 1, L or 1, Dh) holds each token's
+    q/k RMSNorm weight, rope (L, Dh/2) its complex rotation (identity for streams without RoPE).
+    Only the first n_queries tokens are used as queries when given (the outputs of a pre-only
+    block's other streams are never used). Returns (B, Lq, D).
+    """
+    qkv = qkvs[0] if len(qkvs) == 1 else torch.cat(qkvs, dim=1)
+    b, n, d3 = qkv.shape
+    dh = d3 // 3 // num_heads
+    qkv = qkv.view(b, n, num_heads, dh, 3).permute(4, 0, 2, 1, 3)  # (3, B, H, L, Dh)
+    qk = F.rms_norm(qkv[:2], (dh,)) * qk_weight
+    qk = apply_rope(qk, rope).to(qkv.dtype)
+    q, k = qk.unbind(0)
+    if n_queries is not None:
+        q = q[:, :, :n_queries]
+    # The flash kernel needs a unit last-dim stride; v is strided by the interleaved layout.
+    out = F.scaled_dot_product_attention(q, k, qkv[2].contiguous())  # (B, H, Lq, Dh)
+    return out.transpose(1, 2).flatten(2)
 
 
 class SingleBlock(nn.Module):
@@ -59,6 +80,7 @@ class SingleBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.pre_only = pre_only
+        self.num_heads = num_heads
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False)
         self.attn = SelfAttention(dim=dim, num_heads=num_heads)
         if not pre_only:
@@ -74,23 +96,25 @@ class SingleBlock(nn.Module):
         n_mod = 2 if pre_only else 6
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, n_mod * dim))
 
-    def pre_attention(
-        self, x: Tensor, c: Tensor, rope: Tensor | None
-    ) -> tuple[tuple[Tensor, Tensor, Tensor], tuple[Tensor, ...]]:
-        mods = self.adaLN_modulation(c).chunk(2 if self.pre_only else 6, dim=-1)
-        h = modulate(self.norm1(x), mods[0], mods[1])
-        return self.attn.qkv_heads(h, rope), mods[2:]
+    def pre_attention(self, x: Tensor, silu_c: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """x (B, L, D), silu_c = SiLU(c) -> qkv projection (B, L, 3D) and the post-attention modulation."""
+        mods = self.adaLN_modulation[1](silu_c).chunk(2 if self.pre_only else 6, dim=-1)
+        shift, scale = mods[0], mods[1]
+        h = torch.addcmul(shift, self.norm1(x), 1 + scale)
+        return self.attn.qkv(h), mods[2:]
 
     def post_attention(self, x: Tensor, attn_out: Tensor, mods: tuple[Tensor, ...]) -> Tensor:
         if self.pre_only:
             return x
         gate_msa, shift_mlp, scale_mlp, gate_mlp = mods
-        x = x + self.linear1(attn_out) * gate_msa
-        return x + self.ffn(modulate(self.norm2(x), shift_mlp, scale_mlp)) * gate_mlp
+        x = torch.addcmul(x, self.linear1(attn_out), gate_msa)
+        h = torch.addcmul(shift_mlp, self.norm2(x), 1 + scale_mlp)
+        return torch.addcmul(x, self.ffn(h), gate_mlp)
 
-    def forward(self, x: Tensor, c: Tensor, rope: Tensor | None) -> Tensor:
-        (q, k, v), mods = self.pre_attention(x, c, rope)
-        return self.post_attention(x, attention(q, k, v), mods)
+    def forward(self, x: Tensor, silu_c: Tensor, *, qk_weight: Tensor, rope: Tensor) -> Tensor:
+        qkv, mods = self.pre_attention(x, silu_c)
+        out = joint_attention([qkv], num_heads=self.num_heads, qk_weight=qk_weight, rope=rope)
+        return self.post_attention(x, out, mods)
 
 
 class JointBlock(nn.Module):
@@ -103,31 +127,39 @@ class JointBlock(nn.Module):
         super().__init__()
         common = {"dim": dim, "num_heads": num_heads, "mlp_ratio": mlp_ratio, "mlp_multiple_of": mlp_multiple_of}
         self.pre_only = pre_only
+        self.num_heads = num_heads
         self.latent_block = SingleBlock(kernel_size=kernel_size, pre_only=False, **common)
         self.clip_block = SingleBlock(kernel_size=kernel_size, pre_only=pre_only, **common)
         self.text_block = SingleBlock(kernel_size=1, pre_only=pre_only, **common)
+
+    def qk_weight(self, n_latent: int, n_clip: int, n_text: int) -> Tensor:
+        """(2, 1, 1, L, Dh): every token's q and k RMSNorm weight along the joint sequence."""
+        parts = [
+            blk.attn.qk_weight()[:, None].expand(-1, n, -1)
+            for blk, n in ((self.latent_block, n_latent), (self.clip_block, n_clip), (self.text_block, n_text))
+        ]
+        return torch.cat(parts, dim=1)[:, None, None]
 
     def forward(
         self,
         latent: Tensor,
         clip: Tensor,
         text: Tensor,
-        global_c: Tensor,
-        extended_c: Tensor,
-        latent_rope: Tensor,
-        clip_rope: Tensor,
+        silu_global: Tensor,
+        silu_extended: Tensor,
+        *,
+        qk_weight: Tensor,
+        rope: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        (ql, kl, vl), mods_l = self.latent_block.pre_attention(latent, extended_c, latent_rope)
-        (qc, kc, vc), mods_c = self.clip_block.pre_attention(clip, global_c, clip_rope)
-        (qt, kt, vt), mods_t = self.text_block.pre_attention(text, global_c, None)
+        qkv_l, mods_l = self.latent_block.pre_attention(latent, silu_extended)
+        qkv_c, mods_c = self.clip_block.pre_attention(clip, silu_global)
+        qkv_t, mods_t = self.text_block.pre_attention(text, silu_global)
         n, nc = latent.shape[1], clip.shape[1]
-        k = torch.cat([kl, kc, kt], dim=2)
-        v = torch.cat([vl, vc, vt], dim=2)
+        qkvs = [qkv_l, qkv_c, qkv_t]
         if self.pre_only:
-            # The CLIP and text outputs of a pre-only block are never used: attend with latent queries only.
-            return self.latent_block.post_attention(latent, attention(ql, k, v), mods_l), clip, text
-        q = torch.cat([ql, qc, qt], dim=2)
-        out = attention(q, k, v)
+            out = joint_attention(qkvs, num_heads=self.num_heads, qk_weight=qk_weight, rope=rope, n_queries=n)
+            return self.latent_block.post_attention(latent, out, mods_l), clip, text
+        out = joint_attention(qkvs, num_heads=self.num_heads, qk_weight=qk_weight, rope=rope)
         latent = self.latent_block.post_attention(latent, out[:, :n], mods_l)
         clip = self.clip_block.post_attention(clip, out[:, n : n + nc], mods_c)
         text = self.text_block.post_attention(text, out[:, n + nc :], mods_t)
@@ -143,9 +175,9 @@ class FinalBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
         self.conv = ChannelLastConv1d(dim, out_dim, kernel_size=7, padding=3)
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)
-        return self.conv(modulate(self.norm(x), shift, scale))
+    def forward(self, x: Tensor, silu_c: Tensor) -> Tensor:
+        shift, scale = self.adaLN_modulation[1](silu_c).chunk(2, dim=-1)
+        return self.conv(torch.addcmul(shift, self.norm(x), 1 + scale))
 
 
 class TimestepEmbedder(nn.Module):
@@ -158,4 +190,3 @@ class TimestepEmbedder(nn.Module):
 
     def forward(self, t: Tensor) -> Tensor:
         return self.mlp(timestep_embedding(t, self.freqs))
-

@@ -239,12 +239,9 @@ class Generator(nn.Module):
 
     def guided_flow(self, prepared: Prepared, x: Tensor, t: Tensor) -> Tensor:
         """Velocity for channel-first x (B, C, N) at times t (B,), with CFG when cfg_scale != 1."""
-        latent = x.transpose(1, 2)  # (B, N, C)
         cfg = prepared.cfg_scale
-        if cfg != 1.0:
-            latent = torch.cat([latent, latent])
-            t = torch.cat([t, t])
-        flow = self._predict(latent, t, prepared.cond)
+        # Under CFG, cond holds [cond; uncond]: the DiT shares the latent and t between the halves.
+        flow = self._predict(x.transpose(1, 2), t, prepared.cond)
         if cfg != 1.0:
             cond, uncond = flow.chunk(2)
             flow = uncond + (cond - uncond) * cfg

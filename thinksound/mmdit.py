@@ -7,7 +7,7 @@ numbers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from thinksound.blocks import FinalBlock, JointBlock, SingleBlock, TimestepEmbedder
 from thinksound.config import DiTConfig
 from thinksound.layers import MLP, ChannelLastConv1d, ConvMLP
-from thinksound.math import fix_length, nearest_exact_indices, rope_table
+from thinksound.math import fix_length, nearest_exact_indices, rope_identity, rope_table
 
 SYNC_SEGMENT = 8  # Synchformer emits 8 feature frames per segment; sync_pos_emb has one row per frame
 
@@ -44,8 +44,9 @@ class Conditions:
     text: Tensor  # (B, Lt, D) text token stream [MetaCLIP | T5]
     sync: Tensor  # (B, N, D) sync features resampled to the latent length
     global_c: Tensor  # (B, D) global_cond_mlp(clip_f_c + text_f_c)
-    latent_rope: Tensor  # (N, Dh/2, 2)
-    clip_rope: Tensor  # (Lc, Dh/2, 2)
+    latent_rope: Tensor  # (N, Dh/2) complex rotations of the latent tokens
+    joint_rope: Tensor  # (N + Lc + Lt, Dh/2) rotations of the joint sequence (identity for text)
+    qk_weights: tuple[Tensor, ...]  # per block (joint, then fused): q/k RMSNorm weights per token
 
     @property
     def batch(self) -> int:
@@ -55,25 +56,23 @@ class Conditions:
         """Broadcast batch-1 conditions to `batch` items (views, no copies)."""
         if self.batch != 1:
             raise ValueError(f"only batch-1 conditions can be expanded, got {self.batch}")
-        return Conditions(
+        return replace(
+            self,
             clip=self.clip.expand(batch, -1, -1),
             text=self.text.expand(batch, -1, -1),
             sync=self.sync.expand(batch, -1, -1),
             global_c=self.global_c.expand(batch, -1),
-            latent_rope=self.latent_rope,
-            clip_rope=self.clip_rope,
         )
 
     @staticmethod
     def cat(a: Conditions, b: Conditions) -> Conditions:
         """Stack two condition sets along the batch (the original's [cond; uncond] doubling)."""
-        return Conditions(
+        return replace(
+            a,
             clip=torch.cat([a.clip, b.clip]),
             text=torch.cat([a.text, b.text]),
             sync=torch.cat([a.sync, b.sync]),
             global_c=torch.cat([a.global_c, b.global_c]),
-            latent_rope=a.latent_rope,
-            clip_rope=a.clip_rope,
         )
 
 
@@ -168,14 +167,21 @@ class MMDiT(nn.Module):
 
         clip_f_c = self.clip_cond_proj(clip_f.mean(dim=1))
         global_c = self.global_cond_mlp(clip_f_c + text_f_c)  # (B, D)
-        dh = c.head_dim
+        dev, dh = clip_f.device, c.head_dim
+        latent_rope = rope_table(lengths.latent, dh)
+        clip_rope = rope_table(lengths.clip, dh, freq_scaling=lengths.latent / lengths.clip)
+        n_text = text_f.shape[1]
+        joint_rope = torch.cat([latent_rope, clip_rope, rope_identity(n_text, dh)])
+        qk_weights = [blk.qk_weight(lengths.latent, lengths.clip, n_text) for blk in self.joint_blocks]
+        qk_weights += [blk.attn.qk_weight()[:, None, None, None] for blk in self.fused_blocks]
         return Conditions(
             clip=clip_f,
             text=text_f,
             sync=sync_f,
             global_c=global_c,
-            latent_rope=rope_table(lengths.latent, dh).to(clip_f.device),
-            clip_rope=rope_table(lengths.clip, dh, freq_scaling=lengths.latent / lengths.clip).to(clip_f.device),
+            latent_rope=latent_rope.to(dev),
+            joint_rope=joint_rope.to(dev),
+            qk_weights=tuple(qk_weights),
         )
 
     def empty_conditions(self, *, lengths: SeqLengths, global_text_given: bool) -> Conditions:
@@ -197,15 +203,31 @@ class MMDiT(nn.Module):
         )
 
     def predict_flow(self, latent: Tensor, t: Tensor, cond: Conditions) -> Tensor:
-        """One DiT evaluation: latent (B, N, C) channel-last, t (B,) -> flow (B, N, C)."""
-        if latent.shape[1] != cond.sync.shape[1]:
-            raise ValueError(f"latent length {latent.shape[1]} != nominal {cond.sync.shape[1]}")
+        """One DiT evaluation: latent (B, N, C) channel-last, t (B,) -> flow (R*B, N, C).
+
+        cond may stack R condition sets (R = 2 for CFG: [cond; uncond]) over the same latent and
+        t; the latent projection and timestep embedding are computed once for all of them.
+        """
+        b, n = latent.shape[:2]
+        if n != cond.sync.shape[1] or cond.batch % b:
+            raise ValueError(f"latent {tuple(latent.shape)} does not fit conditions of batch {cond.batch}, length "
+                             f"{cond.sync.shape[1]}")
+        reps = cond.batch // b
         x = self.audio_input_proj(latent)  # (B, N, D)
-        global_c = self.t_embed(t).unsqueeze(1) + cond.global_c.unsqueeze(1)  # (B, 1, D)
-        extended_c = global_c + cond.sync  # (B, N, D)
+        t_emb = self.t_embed(t)  # (B, D)
+        if reps > 1:
+            x = x.repeat(reps, 1, 1)
+            t_emb = t_emb.repeat(reps, 1)
+        global_c = t_emb.unsqueeze(1) + cond.global_c.unsqueeze(1)  # (RB, 1, D)
+        extended_c = global_c + cond.sync  # (RB, N, D)
+        # Every adaLN applies SiLU to one of these two tensors first: do it once.
+        silu_global, silu_extended = F.silu(global_c), F.silu(extended_c)
         clip, text = cond.clip, cond.text
-        for block in self.joint_blocks:
-            x, clip, text = block(x, clip, text, global_c, extended_c, cond.latent_rope, cond.clip_rope)
-        for block in self.fused_blocks:
-            x = block(x, extended_c, cond.latent_rope)
-        return self.final_layer(x, extended_c)
+        n_joint = len(self.joint_blocks)
+        for i, block in enumerate(self.joint_blocks):
+            x, clip, text = block(
+                x, clip, text, silu_global, silu_extended, qk_weight=cond.qk_weights[i], rope=cond.joint_rope
+            )
+        for i, block in enumerate(self.fused_blocks):
+            x = block(x, silu_extended, qk_weight=cond.qk_weights[n_joint + i], rope=cond.latent_rope)
+        return self.final_layer(x, silu_extended)
