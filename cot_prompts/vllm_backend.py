@@ -209,9 +209,9 @@ class VllmBackend:
     async def _describe(
         self, client: openai.AsyncOpenAI, gate: asyncio.Semaphore, request: CotRequest
     ) -> CotResult:
-        started = time.perf_counter()
-        state = _Attempts(request=request, backend=self, started=started)
         async with gate:
+            # Latency starts once a slot is free: time queued behind max_concurrency is not this item's.
+            state = _Attempts(request=request, backend=self, started=time.perf_counter())
             try:
                 video = await asyncio.to_thread(self._video_part, request)
             except (OSError, ValueError) as exc:
