@@ -27,8 +27,9 @@ def make_testsrc(path: Path, *, size: str, rate: float, duration: float, codec_a
 
 
 def ffmpeg_fps_frames(path: Path, *, fps: int, width: int, height: int) -> np.ndarray:
-    """What `ffmpeg -i path -vf fps=N` outputs, as rgb24 frames (T, H, W, 3)."""
-    raw = ffmpeg("-i", str(path), "-vf", f"fps={fps}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-")
+    """What `ffmpeg -copyts -i path -vf fps=N` outputs, as rgb24 frames (T, H, W, 3)."""
+    # -copyts: keep the stream's own timestamps, as torio (and we) feed them to the filter
+    raw = ffmpeg("-copyts", "-i", str(path), "-vf", f"fps={fps}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-")
     return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
 
 
@@ -38,6 +39,8 @@ VIDEOS = {
     "vp9.webm": ("128x96", 24, 2.0, ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"], ""),
     "mjpeg.avi": ("160x120", 25, 2.0, ["-c:v", "mjpeg"], ""),
     "h264.mkv": ("160x90", 23.976, 2.0, ["-c:v", "libx264", "-pix_fmt", "yuv420p"], ""),
+    # MPEG-TS: non-zero start time, and seeking is approximate
+    "h264.ts": ("128x72", 25, 3.0, ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "mpegts"], ""),
     "mpeg4.mov": ("144x108", 15, 2.0, ["-c:v", "mpeg4"], ""),
     # testsrc2 rounds sizes to even; scale afterwards for a truly odd frame (4:4:4 allows odd sizes)
     "odd.mkv": ("176x96", 25, 1.5, ["-c:v", "libx264", "-pix_fmt", "yuv444p"], "scale=175:97"),

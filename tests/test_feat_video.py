@@ -117,9 +117,10 @@ def test_fractional_duration_truncates(videos):
     assert clip.clip_padded == clip.sync_padded == 0
 
 
-def test_start_offset_selects_later_frames(videos):
-    path = videos["h264.mp4"]
-    w, h = _size("h264.mp4")
+@pytest.mark.parametrize("name", ["h264.mp4", "h264.ts"])
+def test_start_offset_selects_later_frames(videos, name):
+    path = videos[name]
+    w, h = _size(name)
     ref = ffmpeg_fps_frames(path, fps=25, width=w, height=h)
     late = sample_frames(path, fps=25, max_frames=10, start_sec=1.0)
     # 1.0 s at 25 fps is output slot 25 of the unshifted selection.

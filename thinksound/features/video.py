@@ -140,7 +140,7 @@ class _FpsSampler:
         stream: av.video.stream.VideoStream,
         *,
         fps: int,
-        start_sec: float,
+        start_time: float | None,
         limit: int,
         transform: Callable[[np.ndarray], np.ndarray | torch.Tensor],
     ) -> None:
@@ -149,7 +149,7 @@ class _FpsSampler:
         self.frames: list[np.ndarray | torch.Tensor] = []
         self.graph = av.filter.Graph()
         src = self.graph.add_buffer(template=stream)
-        fps_args = f"fps={fps}" + (f":start_time={start_sec!r}" if start_sec > 0 else "")
+        fps_args = f"fps={fps}" + (f":start_time={start_time!r}" if start_time is not None else "")
         fps_node = self.graph.add("fps", fps_args)
         fmt = self.graph.add("format", "pix_fmts=rgb24")
         sink = self.graph.add("buffersink")
@@ -175,6 +175,44 @@ class _FpsSampler:
             except (av.error.BlockingIOError, av.error.EOFError):
                 return
             self.frames.append(self.transform(out.to_ndarray()))
+
+
+class _SeekOvershoot(Exception):
+    """The seek landed after the window start (containers without a precise index)."""
+
+
+def _absolute_start(stream: av.video.stream.VideoStream, start_sec: float) -> float | None:
+    # start_sec counts from the stream's own start; the fps filter works on absolute timestamps.
+    if start_sec <= 0:
+        return None
+    base = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    return base + start_sec
+
+
+Spec = tuple[int, int, Callable[[np.ndarray], np.ndarray | torch.Tensor]]  # (fps, frame limit, transform)
+
+
+def _decode_window(path: str | Path, specs: list[Spec], start_sec: float) -> list[_FpsSampler]:
+    """Run one decode pass feeding one fps-filter sampler per spec; seek first when starting later.
+
+    If the seek overshoots (e.g. MPEG-TS, where seeking is approximate and decoding restarts at the next
+    keyframe), decode again from the beginning and let the fps filter drop the frames before the start.
+    """
+    for use_seek in (True, False) if start_sec > 0 else (False,):
+        with _open(path) as container:
+            stream = _video_stream(container, path)
+            stream.thread_type = "AUTO"
+            start = _absolute_start(stream, start_sec)
+            samplers = [_FpsSampler(stream, fps=f, start_time=start, limit=n, transform=t) for f, n, t in specs]
+            if use_seek and start is not None:
+                container.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
+            try:
+                _run(container, stream, samplers, path, must_start_by=start if use_seek else None)
+            except _SeekOvershoot:
+                log.debug("%s: seek to %.3f s overshot; decoding from the start", path, start_sec)
+                continue
+            return samplers
+    raise AssertionError("unreachable: the pass without seeking never overshoots")
 
 
 def _pad_last(frames: list, count: int) -> tuple[list, int]:
@@ -203,14 +241,9 @@ def decode_clip(path: str | Path, *, duration_sec: float, start_sec: float = 0.0
             f"{SYNC_SEGMENT_FRAMES} (duration >= 0.64 s)"
         )
 
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        stream.thread_type = "AUTO"
-        clip_s = _FpsSampler(stream, fps=CLIP_FPS, start_sec=start_sec, limit=n_clip, transform=clip_frame_uint8)
-        sync_s = _FpsSampler(stream, fps=SYNC_FPS, start_sec=start_sec, limit=n_sync, transform=sync_frame_uint8)
-        if start_sec > 0:
-            container.seek(int(start_sec / stream.time_base), stream=stream, backward=True, any_frame=False)
-        _run(container, stream, (clip_s, sync_s), path)
+    clip_s, sync_s = _decode_window(
+        path, [(CLIP_FPS, n_clip, clip_frame_uint8), (SYNC_FPS, n_sync, sync_frame_uint8)], start_sec
+    )
 
     if not sync_s.frames:
         raise VideoDecodeError("no decodable video frames", path=str(path))
@@ -242,12 +275,7 @@ def sample_frames(path: str | Path, *, fps: int, max_frames: int, start_sec: flo
     No padding and no resizing: this is the frame selection alone (for checks and previews of short
     windows; the frames are full resolution).
     """
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        sampler = _FpsSampler(stream, fps=fps, start_sec=start_sec, limit=max_frames, transform=np.copy)
-        if start_sec > 0:
-            container.seek(int(start_sec / stream.time_base), stream=stream, backward=True, any_frame=False)
-        _run(container, stream, (sampler,), path)
+    (sampler,) = _decode_window(path, [(fps, max_frames, np.copy)], start_sec)
     if not sampler.frames:
         raise VideoDecodeError("no decodable video frames", path=str(path))
     return np.stack(sampler.frames)
@@ -256,8 +284,10 @@ def sample_frames(path: str | Path, *, fps: int, max_frames: int, start_sec: flo
 def _run(
     container: av.container.InputContainer,
     stream: av.video.stream.VideoStream,
-    samplers: tuple[_FpsSampler, ...],
+    samplers: list[_FpsSampler],
     path: str | Path,
+    *,
+    must_start_by: float | None = None,
 ) -> None:
     last_pts: int | None = None
     step = _frame_step(stream)
@@ -267,6 +297,9 @@ def _run(
                 # A frame without pts (some raw or AVI streams) continues the previous timeline.
                 if frame.pts is None:
                     frame.pts = 0 if last_pts is None else last_pts + step
+                if last_pts is None and must_start_by is not None:
+                    if float(frame.pts * stream.time_base) > must_start_by + 1e-6:
+                        raise _SeekOvershoot
                 last_pts = frame.pts
                 for s in samplers:
                     s.push(frame)
@@ -279,6 +312,8 @@ def _run(
             f"corrupt video data after {len(samplers[-1].frames)} sync frames: {exc.strerror or exc}",
             path=str(path),
         ) from exc
+    if last_pts is None and must_start_by is not None:
+        raise _SeekOvershoot  # nothing decodable after the seek point: no keyframe there
     for s in samplers:
         s.push(None)
     _check_not_truncated(stream, last_pts, path)
