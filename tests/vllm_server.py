@@ -20,17 +20,13 @@ from typing import Any
 import imageio_ffmpeg
 
 from cot_prompts import VllmServer
+from cot_prompts.server import CPU_SERVER_ARGS, CPU_SERVER_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 TINY_MODEL_NAME = "tiny-random-qwen2-vl"
-# CPU-only settings: float32 and eager mode (no compile), a 1 GiB KV cache, loopback only.
-CPU_SERVER_ARGS = ("--dtype", "float32", "--enforce-eager", "--max-num-seqs", "64")
-CPU_SERVER_ENV = {
-    "VLLM_HOST_IP": "127.0.0.1",
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
+TEST_SERVER_ARGS = (*CPU_SERVER_ARGS, "--max-num-seqs", "64")
+TEST_SERVER_ENV = {**CPU_SERVER_ENV, "TOKENIZERS_PARALLELISM": "false"}
 
 
 def vllm_env_missing_reason() -> str | None:
@@ -56,8 +52,8 @@ def cpu_server(model_dir: Path, *, log_path: Path, media_root: Path, max_model_l
         served_model_name=TINY_MODEL_NAME,
         python=VLLM_PYTHON,
         log_path=log_path,
-        extra_args=CPU_SERVER_ARGS,
-        env=CPU_SERVER_ENV,
+        extra_args=TEST_SERVER_ARGS,
+        env=TEST_SERVER_ENV,
         allowed_local_media_path=media_root,
         max_model_len=max_model_len,
         startup_timeout_s=600,
