@@ -171,3 +171,17 @@ def test_package_imports_no_pipeline_modules():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == ""
+
+
+def test_from_models_wraps_built_encoders(ext, clips):
+    wrapped = FeatureExtractor.from_models(
+        clip=ext._load_clip(),
+        synchformer=ext._load_sync(),
+        identity={"clip": "c", "t5": "t", "synchformer": "s"},
+        is_random_init=True,
+    )
+    a, b = ext.encode_videos(clips[1:2])[0], wrapped.encode_videos(clips[1:2])[0]
+    assert torch.equal(a.sync_features, b.sync_features)
+    assert wrapped.video_version.startswith("video-")
+    with pytest.raises(RuntimeError, match="without a t5 encoder"):
+        wrapped.encode_texts(["a"], ["b"])

@@ -29,6 +29,7 @@ FEATURES_CODE_VERSION = "1"
 DEFAULT_CLIP = "facebook/metaclip-h14-fullcc2.5b"
 DEFAULT_T5 = "google/t5-v1_1-xl"
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_GIVEN = "<given>"  # source of a part handed to from_models: nothing to load it from
 
 
 def _digest(obj: object) -> str:
@@ -152,9 +153,9 @@ class FeatureExtractor:
         A part left as None cannot be used: there is nothing to load it from.
         """
         ext = cls(
-            clip="<given>",
-            t5="<given>",
-            synchformer="<given>",
+            clip=_GIVEN,
+            t5=_GIVEN,
+            synchformer=_GIVEN,
             device=device,
             precision=precision,
             is_random_init=is_random_init,
@@ -189,11 +190,16 @@ class FeatureExtractor:
 
     # lazy models
 
+    def _source(self, part: str) -> str:
+        if self.sources[part] == _GIVEN:
+            raise RuntimeError(f"this extractor was built from_models without a {part} encoder")
+        return self.sources[part]
+
     def _load_clip(self) -> MetaClipEncoder:
         with self._lock:
             if self._clip is None:
                 self._clip = MetaClipEncoder.from_pretrained(
-                    self.sources["clip"], device=self.device, dtype=self.dtype, local_files_only=self.local_files_only
+                    self._source("clip"), device=self.device, dtype=self.dtype, local_files_only=self.local_files_only
                 )
             return self._clip
 
@@ -201,7 +207,7 @@ class FeatureExtractor:
         with self._lock:
             if self._t5 is None:
                 self._t5 = T5TextEncoder.from_pretrained(
-                    self.sources["t5"], device=self.device, dtype=self.dtype, local_files_only=self.local_files_only
+                    self._source("t5"), device=self.device, dtype=self.dtype, local_files_only=self.local_files_only
                 )
             return self._t5
 
@@ -209,7 +215,7 @@ class FeatureExtractor:
         with self._lock:
             if self._sync is None:
                 self._sync = load_synchformer(
-                    self.sources["synchformer"],
+                    self._source("synchformer"),
                     device=self.device,
                     dtype=self.dtype,
                     local_files_only=self.local_files_only,
@@ -293,7 +299,7 @@ class FeatureExtractor:
                 from transformers import AutoTokenizer  # noqa: PLC0415
 
                 self._t5_tokenizer = AutoTokenizer.from_pretrained(
-                    self.sources["t5"], local_files_only=self.local_files_only
+                    self._source("t5"), local_files_only=self.local_files_only
                 )
             return len(self._t5_tokenizer(text, truncation=False, verbose=False)["input_ids"])
 
