@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+import av.error
 import openai
 
 from cot_prompts.budget import BudgetError, fit_to_budget, split_sentences
@@ -214,7 +215,7 @@ class VllmBackend:
             state = _Attempts(request=request, backend=self, started=time.perf_counter())
             try:
                 video = await asyncio.to_thread(self._video_part, request)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, av.error.FFmpegError) as exc:
                 return state.failed(f"video_unreadable: {exc}")
             messages = build_messages(self.prompt, request, video)
             ask = 0
