@@ -91,3 +91,19 @@ def test_too_few_frames_is_an_error():
         enc.encode(torch.zeros(1, 15, 3, 224, 224))
     with pytest.raises(ValueError, match="divisible"):
         Synchformer(embed_dim=30, depth=1, num_heads=4)
+
+
+def test_load_synchformer_from_pth_with_other_branches(tmp_path, fixture_io):
+    from thinksound.features.weights import hub_file, load_synchformer
+
+    sd = load_file(str(FIX / "weights.safetensors"))
+    sd["afeat_extractor.blocks.0.norm1.weight"] = torch.ones(4)  # the full Synchformer's audio branch
+    torch.save(sd, tmp_path / "synchformer_state_dict.pth")
+    # A .pth carries no head count: 64-wide heads are assumed (the published model); the fixture uses 16.
+    enc = load_synchformer(tmp_path / "synchformer_state_dict.pth", device=torch.device("cpu"), dtype=torch.float32)
+    assert enc.config.embed_dim == 64 and enc.config.depth == 2 and enc.config.num_heads == 1
+    assert hub_file("liuhuadai/ThinkSound", default_filename="s.pth") == ("liuhuadai/ThinkSound", "s.pth")
+    assert hub_file("hf://o/r/sub/w.pth", default_filename="s.pth") == ("o/r", "sub/w.pth")
+    assert hub_file(tmp_path / "synchformer_state_dict.pth", default_filename="s.pth") is None
+    with pytest.raises(FileNotFoundError):
+        load_synchformer(tmp_path / "missing.pth", device=torch.device("cpu"), dtype=torch.float32)

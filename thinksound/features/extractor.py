@@ -22,7 +22,7 @@ from thinksound.features.synchformer import Synchformer
 from thinksound.features.t5 import T5TextEncoder
 from thinksound.features.tiny import TINY_FORMAT, build_tiny
 from thinksound.features.video import DecodedClip
-from thinksound.features.weights import load_synchformer, source_identity
+from thinksound.features.weights import SYNCHFORMER_FILENAME, load_synchformer, source_identity
 
 # Bump when anything that changes feature values changes (transforms, frame selection, model code).
 FEATURES_CODE_VERSION = "1"
@@ -87,7 +87,9 @@ class FeatureExtractor:
         local_files_only: bool = False,
         **batching: int,
     ) -> FeatureExtractor:
-        """Hub ids or local dirs for MetaCLIP and T5; a .pth/.safetensors path or ``hf://owner/repo/file``."""
+        """Hub ids or local dirs for MetaCLIP and T5. Synchformer: a .pth/.safetensors path, a hub file
+        (``hf://owner/repo/file`` or ``owner/repo/file``), or a hub repo holding ``synchformer_state_dict.pth``
+        (e.g. ``liuhuadai/ThinkSound``)."""
         return cls(
             clip=clip,
             t5=t5,
@@ -171,7 +173,11 @@ class FeatureExtractor:
 
     def _identities(self) -> dict[str, str]:
         if self._identity is None:
-            self._identity = {k: source_identity(v) for k, v in self.sources.items()}
+            self._identity = {
+                "clip": source_identity(self.sources["clip"]),
+                "t5": source_identity(self.sources["t5"]),
+                "synchformer": source_identity(self.sources["synchformer"], default_filename=SYNCHFORMER_FILENAME),
+            }
         return self._identity
 
     @property

@@ -13,20 +13,34 @@ from safetensors.torch import load_file
 from thinksound.features.synchformer import VFEAT_PREFIX, Synchformer
 
 HUB_FILE_SCHEME = "hf://"
+SYNCHFORMER_FILENAME = "synchformer_state_dict.pth"
 _SAMPLE_BYTES = 1 << 20
 
 
-def resolve_file(source: str | Path, *, local_files_only: bool) -> Path:
-    """A local file path, or ``hf://owner/repo/path/in/repo`` fetched into the hub cache."""
+def hub_file(source: str | Path, *, default_filename: str) -> tuple[str, str] | None:
+    """``hf://owner/repo/file``, ``owner/repo/file`` or ``owner/repo`` (+ default file) -> (repo, file).
+
+    None for anything that exists locally or does not look like a hub reference.
+    """
     text = str(source)
-    if text.startswith(HUB_FILE_SCHEME):
+    if not text.startswith(HUB_FILE_SCHEME) and Path(text).exists():
+        return None
+    parts = text.removeprefix(HUB_FILE_SCHEME).split("/")
+    if len(parts) < 2 or not all(parts) or text.startswith(("/", ".")):
+        return None
+    return f"{parts[0]}/{parts[1]}", "/".join(parts[2:]) or default_filename
+
+
+def resolve_file(source: str | Path, *, local_files_only: bool, default_filename: str) -> Path:
+    """A local file, or a hub file (see ``hub_file``) fetched into the hub cache."""
+    ref = hub_file(source, default_filename=default_filename)
+    if ref is not None:
         from huggingface_hub import hf_hub_download  # noqa: PLC0415 - hub only when asked for
 
-        owner, repo, filename = text[len(HUB_FILE_SCHEME) :].split("/", 2)
-        return Path(hf_hub_download(f"{owner}/{repo}", filename, local_files_only=local_files_only))
-    path = Path(text)
+        return Path(hf_hub_download(ref[0], ref[1], local_files_only=local_files_only))
+    path = Path(str(source))
     if not path.is_file():
-        raise FileNotFoundError(f"Synchformer weights not found: {path}")
+        raise FileNotFoundError(f"weights file not found: {path}")
     return path
 
 
@@ -56,28 +70,29 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def source_identity(source: str | Path) -> str:
-    """Stable identity of a model source: content digest for local paths, id@commit for hub ids."""
+def source_identity(source: str | Path, *, default_filename: str = "config.json") -> str:
+    """Stable identity of a model source: content digest for local paths, repo/file@commit for the hub.
+
+    A hub source that is not in the local cache yet is "unresolved": its identity then names the repo
+    but cannot see a change of weights behind it.
+    """
     path = Path(str(source))
     if path.is_file():
         return f"file:{path.name}:{_file_digest(path)}"
     if path.is_dir():
         digests = {p.relative_to(path).as_posix(): _file_digest(p) for p in sorted(path.rglob("*")) if p.is_file()}
         return "dir:" + hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()[:16]
-    text = str(source)
-    if text.startswith(HUB_FILE_SCHEME):
-        return f"hub-file:{text}@{_cached_commit(text[len(HUB_FILE_SCHEME) :].split('/', 2))}"
-    owner_repo = text.split("/", 1)
-    return f"hub:{text}@{_cached_commit([*owner_repo, 'config.json'])}"
+    ref = hub_file(source, default_filename=default_filename)
+    if ref is None:
+        return f"unknown:{source}"
+    return f"hub:{ref[0]}/{ref[1]}@{_cached_commit(*ref)}"
 
 
-def _cached_commit(parts: list[str]) -> str:
+def _cached_commit(repo: str, filename: str) -> str:
     # The hub cache keeps files under snapshots/<commit>/, so the commit is known offline once cached.
     from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
 
-    if len(parts) < 3:
-        return "unresolved"
-    found = try_to_load_from_cache(f"{parts[0]}/{parts[1]}", parts[2])
+    found = try_to_load_from_cache(repo, filename)
     if isinstance(found, str) and "/snapshots/" in found:
         return found.split("/snapshots/")[1].split("/")[0]
     return "unresolved"
@@ -87,7 +102,7 @@ def load_synchformer(
     source: str | Path, *, device: torch.device, dtype: torch.dtype, local_files_only: bool = False
 ) -> Synchformer:
     """Build on the meta device and load strictly with ``assign``: no second copy of the weights."""
-    path = resolve_file(source, local_files_only=local_files_only)
+    path = resolve_file(source, local_files_only=local_files_only, default_filename=SYNCHFORMER_FILENAME)
     meta: dict[str, str] = {}
     if path.suffix == ".safetensors":
         with safe_open(str(path), framework="pt") as f:
