@@ -46,7 +46,8 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """
     path = Path(path)
     if path.suffix == ".safetensors":
-        return load_file(str(path))
+        # pread straight into the tensors: one copy, and no file mapping that would count twice.
+        return load_file(str(path), backend="pread")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:
