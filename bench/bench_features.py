@@ -31,7 +31,7 @@ from thinksound.features.clip import MetaClipEncoder
 from thinksound.features.t5 import T5TextEncoder
 from thinksound.features.tiny import build_tiny
 from thinksound.features.transforms import clip_frame_uint8, sync_frame_uint8
-from thinksound.features.video import CLIP_FPS, SYNC_FPS, _FpsSampler, _open, _run, _video_stream
+from thinksound.features.video import CLIP_FPS, SYNC_FPS, _decode_window
 
 DURATION = 9.0
 LAST_CPU = 0.0
@@ -80,11 +80,7 @@ def make_clip(root: Path, size: str) -> Path:
 def decode_one_stream(path: Path, fps: int) -> int:
     n_clip, n_sync = nominal_frame_counts(DURATION)
     transform, limit = (clip_frame_uint8, n_clip) if fps == CLIP_FPS else (sync_frame_uint8, n_sync)
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        stream.thread_type = "AUTO"
-        sampler = _FpsSampler(stream, fps=fps, start_sec=0.0, limit=limit, transform=transform)
-        _run(container, stream, (sampler,), path)
+    (sampler,) = _decode_window(path, [(fps, limit, transform)], 0.0)
     return len(sampler.frames)
 
 
