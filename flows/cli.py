@@ -79,12 +79,13 @@ def _settings(workdir: Path, **options):
 @contextlib.contextmanager
 def _run_errors():
     """Errors that stop a whole run before it can do anything: one clear line, exit status 2."""
+    from cot_prompts import CotError
     from storage import LineageLocked
     from tasks.ingest import ManifestError
 
     try:
         yield
-    except (ManifestError, LineageLocked, ValidationError) as exc:
+    except (ManifestError, LineageLocked, ValidationError, CotError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
 

@@ -16,14 +16,12 @@ from tasks.items import WorkItem, batch_share
 from tasks.retry import retry_on_transient
 
 
-def _backend_identity(settings: PipelineSettings) -> str:
-    if settings.cot.url:
-        return f"vllm:{settings.cot.model}"
-    return "provided"
-
-
 def _make_backend(settings: PipelineSettings, prompt):
-    count = runtime.extractor(settings).count_t5_tokens
+    """The CoT backend; T5 tokens are counted with the run's own T5 tokenizer, loaded only if needed."""
+
+    def count(text: str) -> int:
+        return runtime.extractor(settings).count_t5_tokens(text)
+
     if settings.cot.url:
         return VllmBackend(
             base_url=settings.cot.url,
@@ -35,7 +33,7 @@ def _make_backend(settings: PipelineSettings, prompt):
             max_retries=settings.cot.max_retries,
             video_mode=settings.cot.video_mode,
         )
-    return ProvidedBackend(count_t5_tokens=count)
+    return ProvidedBackend(count_t5_tokens=count, prompt=prompt)
 
 
 def _apply(item: WorkItem, result: CotResult) -> None:
@@ -57,6 +55,7 @@ def _request(item: WorkItem) -> CotRequest:
         duration_sec=item.duration_sec,
         caption=item.provided_caption,
         caption_cot=item.provided_cot,
+        start_sec=item.start_sec,
     )
 
 
@@ -72,12 +71,12 @@ def write_cot(batch_id: str, items: list[WorkItem], settings: PipelineSettings, 
     """Give each pending item its caption and CoT; results are cached by video, prompt and backend."""
     store = runtime.store(settings)
     lin = runtime.lineage(settings)
-    prompt = load_prompt(settings.cot.prompt_version) if settings.cot.url else None
-    identity = _backend_identity(settings)
+    prompt = load_prompt(settings.cot.prompt_version)
+    backend = _make_backend(settings, prompt)
     missing: list[WorkItem] = []
     attempts = []
     for item in (i for i in items if i.is_pending):
-        item.cot_key = cot_cache_key(_request(item), identity, prompt.hash if prompt else "")
+        item.cot_key = cot_cache_key(_request(item), backend.identity, prompt.hash)
         key = f"cot/{item.cot_key}.json"
         if store.exists(key):
             _apply(item, CotResult(**json.loads(store.get_bytes(key))))
@@ -86,7 +85,7 @@ def write_cot(batch_id: str, items: list[WorkItem], settings: PipelineSettings, 
             missing.append(item)
     if missing:
         started = time.time()
-        results = _make_backend(settings, prompt).generate([_request(i) for i in missing])
+        results = backend.generate([_request(i) for i in missing])
         finished = time.time()
         for n, (item, result) in enumerate(zip(missing, results, strict=True)):
             _apply(item, result)
@@ -112,7 +111,7 @@ def _attempt(run_id: str, item: WorkItem, status: str | None, prompt, started: f
         input_hash=item.cot_key,
         params={"backend": record.get("backend"), "retries": record.get("retries")},
         model_version=record.get("model"),
-        prompt_version=f"{prompt.version}:{prompt.hash[:12]}" if prompt else None,
+        prompt_version=f"{prompt.version}:{prompt.hash[:12]}",
         started_at=started,
         finished_at=finished,
         error=item.error if item.stage == "cot" else None,

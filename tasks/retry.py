@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from prefect.states import State
 
+from cot_prompts import CotError
 from storage import TransientStorageError
 
+# CotError: the vLLM server could not be reached at all (item-level problems never raise).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TransientStorageError,
+    CotError,
     ConnectionError,
     TimeoutError,
 )

