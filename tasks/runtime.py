@@ -13,6 +13,7 @@ from pathlib import Path
 
 from storage import ArtifactStore, Lineage, open_store
 from tasks.config import PipelineSettings
+from thinksound.features.extractor import FEATURES_CODE_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -76,19 +77,23 @@ def generator_version(settings: PipelineSettings) -> str:
     return f"thinksound/{_weights_identity(settings.weights)}/code{PIPELINE_CODE_VERSION}"
 
 
+def _features_code() -> str:
+    return f"code{PIPELINE_CODE_VERSION}.{FEATURES_CODE_VERSION}/{{precision}}"
+
+
 def video_extractor_version(settings: PipelineSettings) -> str:
+    """Cache identity of the video encoders: models, weights, feature code version and precision."""
+    code = _features_code().format(precision=settings.precision)
     if settings.preset == "tiny":
-        return f"tiny/random-seed0/code{PIPELINE_CODE_VERSION}"
-    return (
-        f"{settings.clip_model}|synchformer:{_weights_identity(settings.synchformer_weights)}"
-        f"/code{PIPELINE_CODE_VERSION}"
-    )
+        return f"tiny/random-seed0/{code}"
+    return f"{settings.clip_model}|synchformer:{_weights_identity(settings.synchformer_weights)}/{code}"
 
 
 def text_encoder_version(settings: PipelineSettings) -> str:
+    code = _features_code().format(precision=settings.precision)
     if settings.preset == "tiny":
-        return f"tiny/random-seed0/code{PIPELINE_CODE_VERSION}"
-    return f"{settings.clip_model}|{settings.t5_model}/code{PIPELINE_CODE_VERSION}"
+        return f"tiny/random-seed0/{code}"
+    return f"{settings.clip_model}|{settings.t5_model}/{code}"
 
 
 @cache
