@@ -13,6 +13,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from cot_prompts import VllmServer
+from cot_prompts.server import CPU_SERVER_ARGS, CPU_SERVER_ENV
 from flows.pipeline import process_items
 from flows.report import publish_report, publish_summary
 from tasks import runtime
@@ -42,7 +43,14 @@ def cot_server(settings: PipelineSettings) -> Iterator[PipelineSettings]:
         return
     log = settings.workdir_path / "logs" / "vllm-server.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with VllmServer(model=settings.cot.model, python=settings.cot.server_python, log_path=log) as server:
+    on_cpu = settings.device == "cpu"
+    with VllmServer(
+        model=settings.cot.model,
+        python=Path(settings.cot.server_python),
+        log_path=log,
+        extra_args=CPU_SERVER_ARGS if on_cpu else (),
+        env=CPU_SERVER_ENV if on_cpu else None,
+    ) as server:
         cot = settings.cot.model_copy(update={"url": server.base_url})
         yield settings.model_copy(update={"cot": cot})
 
