@@ -29,6 +29,9 @@ import torch
 from thinksound import Generator, sample_euler
 from thinksound.sampler import euler
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from gen_original_like import original_like_velocity  # noqa: E402
+
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 SET_A = REFERENCE / "fixtures" / "setA"
 
@@ -55,6 +58,15 @@ def naive_sample(gen: Generator, noise, feats, *, steps: int, duration: float, p
         return euler(lambda t, x: gen.velocity(x, t, feats, cfg_scale=5.0, duration_sec=duration), noise, steps=steps)
 
 
+def original_like_sample(gen: Generator, noise, feats, *, steps: int, duration: float, precision: str) -> torch.Tensor:
+    """A stand-in for the original: doubled batch before preprocessing, per-stream RoPE, SiLU per adaLN."""
+    lengths = gen.config.seq_lengths(duration)
+    with torch.no_grad(), gen.autocast(precision):
+        return euler(
+            lambda t, x: original_like_velocity(gen.dit, x, t, feats, cfg_scale=5.0, lengths=lengths), noise, steps=steps
+        )
+
+
 def best_of(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[float, torch.Tensor]:
     best, out = float("inf"), None
     for _ in range(repeats):
@@ -73,15 +85,24 @@ def bench_small(gen: Generator, label: str, duration: float, repeats: int) -> No
             kw = {"steps": 24, "precision": precision}
             ours_fn = partial(sample_euler, gen, noise, feats, cfg_scale=5.0, duration_sec=duration, **kw)
             naive_fn = partial(naive_sample, gen, noise, feats, duration=duration, **kw)
-            ours_fn()
-            naive_fn()
-            t_ours, a = best_of(ours_fn, repeats)
-            t_naive, b = best_of(naive_fn, repeats)
-            diff = ((a - b).abs().max() / b.abs().max()).item()
+            orig_fn = partial(original_like_sample, gen, noise, feats, duration=duration, **kw)
+            times, outs = {}, {}
+            for fn in (ours_fn, naive_fn, orig_fn):
+                fn()
+            for _ in range(repeats):  # interleaved, best of: the host is shared
+                for name, fn in (("ours", ours_fn), ("naive", naive_fn), ("orig", orig_fn)):
+                    t, outs[name] = best_of(fn, 1)
+                    times[name] = min(t, times.get(name, float("inf")))
+            diff = max(rel(outs["ours"], outs[k]) for k in ("naive", "orig"))
             print(
-                f"{label:>10} {duration:4.1f}s B={batch} {precision}: 24 steps {t_ours:8.3f} s "
-                f"(naive {t_naive:8.3f} s, x{t_naive / t_ours:.2f}; max rel diff {diff:.1e})"
+                f"{label:>10} {duration:4.1f}s B={batch} {precision}: 24 steps {times['ours']:7.3f} s | "
+                f"naive {times['naive']:7.3f} s x{times['naive'] / times['ours']:.2f} | "
+                f"original-like {times['orig']:7.3f} s x{times['orig'] / times['ours']:.2f} | max rel diff {diff:.1e}"
             )
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
 
 
 def bench_full(steps_timed: int) -> None:
@@ -101,16 +122,20 @@ def bench_full(steps_timed: int) -> None:
                 t = torch.full((batch,), 0.5)
                 step = partial(gen.guided_flow, prepared, noise, t)
                 naive = partial(gen.velocity, noise, t, feats, cfg_scale=5.0, duration_sec=duration)
+                lengths = gen.config.seq_lengths(duration)
+                orig = partial(original_like_velocity, gen.dit, noise, t, feats, cfg_scale=5.0, lengths=lengths)
                 step()
                 t_step, a = best_of(step, steps_timed)
                 naive()
                 t_naive, b = best_of(naive, steps_timed)
-            diff = ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
+                t_orig, c = best_of(orig, steps_timed)
             total = t_prep + 24 * t_step
             print(
-                f"{'thinksound':>10} 9.0s B={batch} {precision}: 24 steps ~{total:8.1f} s "
-                f"(extrapolated: prepare {t_prep:.2f} s + 24 x {t_step:.2f} s/step; naive {t_naive:.2f} s/step, "
-                f"x{t_naive / t_step:.2f} per step; max rel diff {diff:.1e}) peak RSS {peak_rss_gb():.2f} GB"
+                f"{'thinksound':>10} 9.0s B={batch} {precision}: 24 steps ~{total:7.1f} s (EXTRAPOLATED from "
+                f"{steps_timed} timed step(s) after a warm-up: prepare {t_prep:.2f} s + 24 x {t_step:.2f} s) | "
+                f"per step: naive {t_naive:.2f} s x{t_naive / t_step:.2f}, original-like {t_orig:.2f} s "
+                f"x{t_orig / t_step:.2f} | max rel diff {max(rel(a, b), rel(a, c)):.1e} | "
+                f"peak RSS {peak_rss_gb():.2f} GB"
             )
 
 

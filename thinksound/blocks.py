@@ -43,7 +43,7 @@ def joint_attention(
     """Attention over the concatenation of several streams' qkv projections.
 
     qkvs: (B, L_i, 3D) each, interleaved layout. qk_weight (2, 1, 1, L or 1, Dh) holds each token's
-    q/k RMSNorm weight, rope (L, Dh/2) its complex rotation (identity for streams without RoPE).
+    q/k RMSNorm weight, rope (L, Dh/2, 2) its rotation (identity for streams without RoPE).
     Only the first n_queries tokens are used as queries when given (the outputs of a pre-only
     block's other streams are never used). Returns (B, Lq, D).
     """

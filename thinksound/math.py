@@ -13,39 +13,44 @@ from torch import Tensor
 
 
 def rope_table(length: int, head_dim: int, *, freq_scaling: float = 1.0, theta: float = 10000.0) -> Tensor:
-    """Complex rotations (L, Dh/2): cos + i sin per position and channel pair.
+    """Rotations (L, Dh/2, 2) holding (cos, sin) per position and channel pair.
 
-    Equal to the original's 2x2 matrices [[cos, -sin], [sin, cos]]; complex multiplication of the
-    pairs (x0 + i x1) computes the same products and sums.
+    Equal to the original's 2x2 matrices [[cos, -sin], [sin, cos]] with less storage.
     """
     pos = torch.arange(length, dtype=torch.float32)
     # Same float32 steps as the original: a power of a scalar by a float32 tensor, then the scaling.
     freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2)[: head_dim // 2].float() / head_dim))
     freqs = freqs * freq_scaling
     angles = pos[:, None] * freqs[None, :]
-    return torch.complex(torch.cos(angles), torch.sin(angles))
+    return torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1)
 
 
 def rope_identity(length: int, head_dim: int) -> Tensor:
     """Rotations by zero, for tokens without RoPE inside a joint sequence (text)."""
-    return torch.complex(torch.ones(length, head_dim // 2), torch.zeros(length, head_dim // 2))
+    return torch.stack([torch.ones(length, head_dim // 2), torch.zeros(length, head_dim // 2)], dim=-1)
 
 
 def rope_matrices(table: Tensor) -> Tensor:
     """The original's (1, L, Dh/2, 2, 2) layout of a rope_table, for comparisons."""
-    cos, sin = table.real, table.imag
-    return torch.stack([cos, -sin, sin, cos], dim=-1).view(1, *table.shape, 2, 2)
+    cos, sin = table.unbind(-1)
+    return torch.stack([cos, -sin, sin, cos], dim=-1).view(1, *table.shape[:2], 2, 2)
 
 
 def apply_rope(x: Tensor, table: Tensor) -> Tensor:
-    """Rotate adjacent channel pairs (2i, 2i+1) of x (..., L, Dh) by the complex table (L, Dh/2).
+    """Rotate adjacent channel pairs (2i, 2i+1) of x (..., L, Dh) by table (L, Dh/2, 2); float32 result.
 
-    Computed in float32 whatever x's dtype, as the original (which disables autocast here); the
-    result is float32.
+    Computed in float32 whatever x's dtype, as the original (which disables autocast here). Eager
+    mode multiplies the pairs as complex numbers (the same products and sums in fewer kernels);
+    under torch.compile the real form lets the compiler fuse it.
     """
     with torch.autocast(device_type=x.device.type, enabled=False):
-        xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
-        return torch.view_as_real(xc * table).flatten(-2)
+        pairs = x.float().unflatten(-1, (-1, 2))
+        if torch.compiler.is_compiling():
+            x0, x1 = pairs.unbind(-1)
+            cos, sin = table.unbind(-1)
+            return torch.stack([cos * x0 - sin * x1, sin * x0 + cos * x1], dim=-1).flatten(-2)
+        rotated = torch.view_as_complex(pairs.contiguous()) * torch.view_as_complex(table)
+        return torch.view_as_real(rotated).flatten(-2)
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:

@@ -44,8 +44,8 @@ class Conditions:
     text: Tensor  # (B, Lt, D) text token stream [MetaCLIP | T5]
     sync: Tensor  # (B, N, D) sync features resampled to the latent length
     global_c: Tensor  # (B, D) global_cond_mlp(clip_f_c + text_f_c)
-    latent_rope: Tensor  # (N, Dh/2) complex rotations of the latent tokens
-    joint_rope: Tensor  # (N + Lc + Lt, Dh/2) rotations of the joint sequence (identity for text)
+    latent_rope: Tensor  # (N, Dh/2, 2) RoPE (cos, sin) of the latent tokens
+    joint_rope: Tensor  # (N + Lc + Lt, Dh/2, 2) RoPE of the joint sequence (identity for text)
     qk_weights: tuple[Tensor, ...]  # per block (joint, then fused): q/k RMSNorm weights per token
 
     @property
