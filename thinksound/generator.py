@@ -261,6 +261,10 @@ class Generator(nn.Module):
         x (B, C, N) channel-first, t (B,); features by their .npz names; absent video or text
         features select the learned empty ones. Returns the flow (B, C, N).
         """
+        x = x.to(self.device)
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
         prepared = self.prepare(
             features, batch=x.shape[0], latent_len=x.shape[-1], cfg_scale=cfg_scale, duration_sec=duration_sec
         )

@@ -19,6 +19,9 @@ from thinksound.layers import MLP, ChannelLastConv1d, ConvMLP
 from thinksound.math import fix_length, nearest_exact_indices, rope_identity, rope_table
 
 SYNC_SEGMENT = 8  # Synchformer emits 8 feature frames per segment; sync_pos_emb has one row per frame
+# The joint blocks' latent and CLIP streams use kernel 3 whatever the config says (the original hard-codes
+# it); the config's kernel_size applies to the latent input projection and the fused blocks.
+JOINT_KERNEL = 3
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ class MMDiT(nn.Module):
         block_args = {"dim": d, "num_heads": c.num_heads, "mlp_ratio": c.mlp_ratio, "mlp_multiple_of": mult}
         self.joint_blocks = nn.ModuleList(
             [
-                JointBlock(kernel_size=c.kernel_size, pre_only=(i == c.joint_depth - 1), **block_args)
+                JointBlock(kernel_size=JOINT_KERNEL, pre_only=(i == c.joint_depth - 1), **block_args)
                 for i in range(c.joint_depth)
             ]
         )
