@@ -31,9 +31,12 @@ def synthesize(
 ) -> Tensor:
     """Generate (B, 2, N * 2048) float32 audio, raw decoder output (not normalised).
 
-    B = len(seeds); every present feature must have batch B. N follows predict.py's formula for
-    duration_sec, so the audio is slightly longer than the duration (e.g. 9 s -> 397,312 samples).
-    With a randomly initialised generator the audio is noise.
+    B = len(seeds); every present feature must have batch B; absent features select the learned
+    empty ones (text-only or video-only generation). N follows predict.py's formula for duration_sec,
+    so the audio is slightly longer than the duration (e.g. 9 s -> 397,312 samples). As in the
+    original, features longer than the nominal lengths are truncated and shorter ones zero-padded at
+    the end (a 2 s clip's 40 sync tokens run as 48 with 8 zero rows). With a randomly initialised
+    generator the audio is noise.
     """
     if not seeds:
         raise ValueError("seeds must name at least one item")
