@@ -53,6 +53,12 @@ def test_from_pretrained_safetensors_without_vae(tmp_path: Path, source: Generat
     assert torch.equal(gen.velocity(x, t, feats, 5.0, 1.0), source.velocity(x, t, feats, 5.0, 1.0))
 
 
+def test_legacy_pickle_format_is_read(tmp_path: Path, source: Generator) -> None:
+    torch.save(source.state_dict(), tmp_path / "thinksound_light.ckpt", _use_new_zipfile_serialization=False)
+    gen = Generator.from_pretrained(tmp_path, config="tiny", vae_filename=None)
+    assert torch.equal(gen.dit.empty_clip_feat, source.dit.empty_clip_feat)
+
+
 def test_strict_loading_reports_keys(tmp_path: Path, source: Generator) -> None:
     sd = dict(source.state_dict())
     sd.pop("model.model.empty_clip_feat")

@@ -49,7 +49,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         # pread straight into the tensors: one copy, and no file mapping that would count twice.
         return load_file(str(path), backend="pread")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        obj = _torch_load(path)
     except Exception as exc:
         raise ValueError(
             f"{path} cannot be read with weights_only=True ({exc}). Lightning checkpoints that pickle "
@@ -60,6 +60,16 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise ValueError(f"{path} does not hold a flat mapping of tensors")
     return dict(obj)
+
+
+def _torch_load(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        # Files in the legacy (pre-zip) format cannot be memory-mapped; read them whole.
+        if "mmap" not in str(exc):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def strip_prefix(state_dict: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
