@@ -8,7 +8,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 
-from flows.report import RunProgress
+from flows.report import RunProgress, stage_listeners
 from storage import CotRecord
 from tasks import runtime
 from tasks.config import PipelineSettings
@@ -36,6 +36,8 @@ class StageClock:
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        for listener in stage_listeners:
+            listener(name)
         started = time.perf_counter()
         try:
             yield

@@ -27,6 +27,8 @@ def _key(run_id: str, what: str) -> str:
 
 # Terminal front-ends (the CLI's progress bar) subscribe here; called with (done, total).
 progress_listeners: list[Callable[[int, int], None]] = []
+# Front-ends that show the running stage (the web demo) subscribe here; called with the stage name.
+stage_listeners: list[Callable[[str], None]] = []
 
 
 class RunProgress:
