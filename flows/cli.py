@@ -260,5 +260,42 @@ def _history_row(event: dict) -> dict:
     }
 
 
+@app.command()
+def demo(
+    workdir: Workdir = Path("thinksound-work"),
+    preset: Annotated[str, typer.Option(help="'tiny' (random weights, noise) or 'thinksound'.")] = "tiny",
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 7860,
+    share: Annotated[bool, typer.Option(help="Also open a public Gradio share link.")] = False,
+    weights: Annotated[str | None, typer.Option(help="Checkpoint dir or hub repo (thinksound preset).")] = None,
+    device: str = "cpu",
+    precision: Annotated[str, typer.Option(help="Default precision shown in the app.")] = "fp32",
+    cot_url: Annotated[str | None, typer.Option(help="vLLM OpenAI-compatible URL that writes empty CoTs.")] = None,
+    cot_model: Annotated[str | None, typer.Option(help="Model name served by vLLM.")] = None,
+    max_duration_sec: Annotated[float, typer.Option(help="Longest video accepted, in seconds.", min=1.0)] = 30.0,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest upload accepted, in MB.", min=0.01)] = 200.0,
+) -> None:
+    """Start the web demo on 127.0.0.1:PORT: one video in, a dubbed video out. Public only with --share."""
+    _prepare_environment(workdir)
+    # Gradio reads these when it is imported: no telemetry, and its upload cache inside the work directory.
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(workdir.resolve() / "gradio"))
+    with _embedded_prefect_api():
+        from flows.demo import serve
+        from flows.demo_backend import DemoBackend
+        from flows.demo_input import UploadLimits
+
+    with _run_errors():
+        settings = _settings(
+            workdir, preset=preset, weights=weights, device=device, precision=precision,
+            cot={"url": cot_url, "model": cot_model}, quality={},
+        )
+    limits = UploadLimits(max_duration_sec=max_duration_sec, max_upload_mb=max_upload_mb)
+    try:
+        serve(DemoBackend(settings=settings, limits=limits), port=port, share=share)
+    except OSError as exc:  # the port is taken
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
 def main() -> None:
     app()

@@ -1,0 +1,200 @@
+"""What the web demo does for one request, without any widgets: check, store, run `dub_video`, collect.
+
+The demo is a face over the same flow the datasets use, so each generation is an item in lineage like
+any other, and the models stay warm in this process between requests (`tasks.runtime` caches them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from PIL import Image
+from pydantic import ValidationError
+
+from flows.demo_input import InputRejected, UploadLimits, check_video, store_upload
+from flows.demo_spectrogram import spectrogram_image
+from flows.dub import dub_video
+from flows.report import stage_listeners
+from storage import LineageLocked
+from tasks import runtime
+from tasks.config import PipelineSettings, Precision
+
+logger = logging.getLogger(__name__)
+
+TINY_NOTICE = "random weights: this audio is noise"
+
+# The pipeline's stages in the order a single item meets them, with what the user is told.
+STAGE_LABELS = {
+    "ingest": "reading the video",
+    "cot": "writing the chain of thought",
+    "reuse": "looking for an identical earlier result",
+    "features": "extracting video and text features",
+    "synthesis": "generating audio (flow matching)",
+    "qc": "quality checks",
+    "publish": "loudness normalisation and muxing",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationRequest:
+    """The per-request knobs a user sets in the app."""
+
+    caption: str = ""
+    caption_cot: str = ""
+    seed: int = 0
+    steps: int = 24
+    cfg_scale: float = 5.0
+    precision: Precision = "fp32"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoOutcome:
+    """One generation as the app shows it; paths are local files of the artifact store."""
+
+    status: str
+    message: str
+    item: dict[str, object]
+    run_id: str
+    seconds: float
+    video_path: Path | None = None
+    audio_path: Path | None = None
+    spectrogram: Image.Image | None = None
+    metrics: dict[str, object] = field(default_factory=dict)
+
+
+def _local_path(uri: object) -> Path | None:
+    if not isinstance(uri, str) or not uri.startswith("file://"):
+        return None
+    return Path(unquote(urlparse(uri).path))
+
+
+@contextlib.contextmanager
+def _listening(on_stage: Callable[[str], None] | None) -> Iterator[None]:
+    if on_stage is None:
+        yield
+        return
+    stage_listeners.append(on_stage)
+    try:
+        yield
+    finally:
+        stage_listeners.remove(on_stage)
+
+
+class DemoBackend:
+    """Runs demo requests against one work directory with fixed base settings."""
+
+    def __init__(self, *, settings: PipelineSettings, limits: UploadLimits) -> None:
+        # Let the app take any video up to its own limit whole, instead of the dataset default's cut.
+        self.settings = settings.model_copy(update={"max_duration_sec": limits.max_duration_sec, "batch_size": 1})
+        self.limits = limits
+        self._warm = threading.Event()
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.settings.workdir_path / "uploads"
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.settings.preset == "tiny"
+
+    @property
+    def is_warm(self) -> bool:
+        return self._warm.is_set()
+
+    def warm_up(self) -> None:
+        """Load the generator and the feature extractor once, before the first request needs them."""
+        started = time.perf_counter()
+        runtime.generator(self.settings)
+        runtime.extractor(self.settings)
+        self._warm.set()
+        logger.info("demo models loaded in %.1f s", time.perf_counter() - started)
+
+    def request_settings(self, request: GenerationRequest) -> PipelineSettings:
+        update = {
+            "seed": request.seed,
+            "steps": request.steps,
+            "cfg_scale": request.cfg_scale,
+            "precision": request.precision,
+        }
+        try:
+            return PipelineSettings.model_validate({**self.settings.model_dump(), **update})
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise InputRejected(f"Invalid setting: {problems}.") from None
+
+    def generate(
+        self,
+        video: str | Path | None,
+        request: GenerationRequest,
+        *,
+        on_stage: Callable[[str], None] | None = None,
+    ) -> DemoOutcome:
+        """Dub one uploaded video; bad input raises InputRejected, item failures come back as outcomes."""
+        if not video:
+            raise InputRejected("Upload a video first.")
+        check_video(Path(video), self.limits)
+        settings = self.request_settings(request)
+        source = store_upload(Path(video), self.uploads_dir)
+        started = time.perf_counter()
+        try:
+            with _listening(on_stage):
+                result = dub_video(
+                    video=str(source),
+                    settings=settings,
+                    caption=request.caption.strip() or None,
+                    caption_cot=request.caption_cot.strip() or None,
+                )
+        except LineageLocked:
+            raise InputRejected(
+                "The lineage database is in use by another process (a `thinksound run` on this work "
+                "directory?); try again when it has finished."
+            ) from None
+        return self._outcome(result, time.perf_counter() - started)
+
+    def _outcome(self, result: dict[str, object], seconds: float) -> DemoOutcome:
+        item = result["items"][0]
+        status = item["status"]
+        audio = _local_path(item.get("audio_uri"))
+        metrics = {
+            "status": status,
+            "item_id": item.get("item_id"),
+            "run_id": result["run_id"],
+            "cot_backend": item.get("cot_backend"),
+            "reused_earlier_result": item.get("cached"),
+            **{k: round(v, 4) if isinstance(v, float) else v for k, v in (item.get("metrics") or {}).items()},
+        }
+        return DemoOutcome(
+            status=status,
+            message=self._message(item, result["run_id"], seconds),
+            item=item,
+            run_id=result["run_id"],
+            seconds=seconds,
+            video_path=_local_path(item.get("video_uri")),
+            audio_path=audio,
+            spectrogram=spectrogram_image(audio) if audio is not None and audio.is_file() else None,
+            metrics=metrics,
+        )
+
+    def _message(self, item: dict[str, object], run_id: str, seconds: float) -> str:
+        status = item["status"]
+        if status == "succeeded":
+            reused = " (an identical earlier result was reused)" if item.get("cached") else ""
+            head = f"**Done** in {seconds:.1f} s{reused}."
+        elif status == "rejected":
+            head = f"**Rejected by the quality checks:** {item.get('error')}"
+        else:
+            head = f"**Failed at stage `{item.get('stage')}`:** {item.get('error')}"
+        lines = [
+            head,
+            f"CoT source: `{item.get('cot_backend') or 'none'}` · item `{item.get('item_id')}` · run `{run_id}`",
+        ]
+        if self.is_tiny:
+            lines.append(f"⚠️ **Preset `tiny`: {TINY_NOTICE}.**")
+        return "\n\n".join(lines)
