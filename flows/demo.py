@@ -24,7 +24,7 @@ THEME = gr.themes.Default(
     font_mono=["ui-monospace", "monospace"],
 )
 # Let each output sit in a box a person can take in at once.
-CSS = "#status {min-height: 4em} #dubbed-video video {max-height: 320px}"
+CSS = "#status {min-height: 7em} #dubbed-video video {max-height: 320px}"
 
 
 def _intro(backend: DemoBackend) -> str:
@@ -112,13 +112,14 @@ def build_app(backend: DemoBackend) -> gr.Blocks:
                 dubbed = gr.Video(label="Dubbed video", interactive=False, elem_id="dubbed-video")
                 audio = gr.Audio(label="Audio (44.1 kHz stereo)", type="filepath", interactive=False)
                 spectrogram = gr.Image(label="Spectrogram", type="pil", interactive=False, format="png")
-                metrics = gr.JSON(label="Quality metrics")
+                metrics = gr.JSON(label="Quality metrics", max_height=280)
         button.click(
             _generate_handler(backend),
             inputs=[video, caption, caption_cot, seed, steps, cfg_scale, precision],
             outputs=[status, dubbed, audio, caption_cot, spectrogram, metrics],
             api_name="generate",
             concurrency_limit=1,
+            show_progress_on=[status],
         )
     return app
 

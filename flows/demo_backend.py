@@ -123,6 +123,10 @@ class DemoBackend:
             "cfg_scale": request.cfg_scale,
             "precision": request.precision,
         }
+        if request.caption_cot.strip():
+            # With a CoT server configured the CoT stage asks it for every item; the user's own
+            # (edited) text must be the one used, so this request goes without the server.
+            update["cot"] = {**self.settings.cot.model_dump(), "url": None}
         try:
             return PipelineSettings.model_validate({**self.settings.model_dump(), **update})
         except ValidationError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -202,3 +203,26 @@ def test_the_command_serves_on_localhost_within_120_s(tmp_path, media):
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=10)
         log.close()
+
+
+def test_an_empty_cot_is_written_by_the_cot_server_and_shown_for_editing(tmp_path, media):
+    """An OpenAI-compatible endpoint with a scripted answer stands in for vLLM (test_cot_vllm runs the real one)."""
+    from vllm_server import ScriptedEndpoint, completion
+
+    from tasks.config import CotSettings
+
+    answer = {"caption": "surf on pebbles", "cot": "Start with waves washing over pebbles. Avoid music and voices."}
+    endpoint = ScriptedEndpoint(script=lambda body, index: completion(json.dumps(answer)))
+    with endpoint.serving() as cot_url:
+        demo = start_demo(tmp_path / "work", cot=CotSettings(url=cot_url, model="scripted"))
+        try:
+            client = Client(demo.url, download_files=str(tmp_path / "downloads"), verbose=False)
+            (status, _, _, written, _, metrics), _ = _generate(client, media / "clip.mp4")
+            edited = written + " A gull calls once."
+            (_, _, _, used, _, regenerated), _ = _generate(client, media / "clip.mp4", cot=edited)
+        finally:
+            demo.app.close()
+    assert "Done" in status and written == answer["cot"]
+    assert metrics["cot_backend"] == "vllm" and "vllm" in status
+    assert used == edited and regenerated["cot_backend"] == "provided"
+    assert len(endpoint.bodies) == 1, "a provided CoT never asks the server"
