@@ -89,7 +89,8 @@ def _generate_handler(backend: DemoBackend):
 
 def build_app(backend: DemoBackend) -> gr.Blocks:
     """The Blocks app; its one endpoint `/generate` is what the page and `gradio_client` call."""
-    with gr.Blocks(title="ThinkSound demo", analytics_enabled=False) as app:
+    # Gradio keeps a copy of every upload and output it serves; the originals live in the work directory.
+    with gr.Blocks(title="ThinkSound demo", analytics_enabled=False, delete_cache=(3600, 24 * 3600)) as app:
         gr.Markdown(_intro(backend), elem_id="intro")
         with gr.Row():
             with gr.Column():
