@@ -12,7 +12,7 @@ from prefect.cache_policies import NONE
 from cot_prompts import CotRequest, CotResult, ProvidedBackend, VllmBackend, cot_cache_key, load_prompt
 from tasks import runtime
 from tasks.config import PipelineSettings
-from tasks.items import WorkItem, batch_share
+from tasks.items import WorkItem, attempt, batch_share
 from tasks.retry import retry_on_transient
 
 
@@ -67,7 +67,9 @@ def _request(item: WorkItem) -> CotRequest:
     retry_condition_fn=retry_on_transient,
     cache_policy=NONE,
 )
-def write_cot(batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str) -> list[WorkItem]:
+def write_cot(
+    batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str
+) -> list[WorkItem]:
     """Give each pending item its caption and CoT; results are cached by video, prompt and backend."""
     store = runtime.store(settings)
     lin = runtime.lineage(settings)
@@ -95,19 +97,22 @@ def write_cot(batch_id: str, items: list[WorkItem], settings: PipelineSettings, 
                     json.dumps(dataclasses.asdict(result), default=str).encode(),
                     content_type="application/json",
                 )
-            attempts.append(_attempt(run_id, item, None, prompt, *batch_share(started, finished, n, len(missing))))
+            attempts.append(
+                _attempt(run_id, item, None, prompt, *batch_share(started, finished, n, len(missing)))
+            )
     lin.record_attempts(attempts)
     return items
 
 
-def _attempt(run_id: str, item: WorkItem, status: str | None, prompt, started: float, finished: float) -> dict:
+def _attempt(
+    run_id: str, item: WorkItem, status: str | None, prompt, started: float, finished: float
+) -> dict:
     record = item.cot_record or {}
-    return dict(
-        run_id=run_id,
-        stage="cot",
+    return attempt(
+        run_id,
+        "cot",
+        item,
         status=status or ("failed" if item.status == "failed" else "succeeded"),
-        item_id=item.item_id,
-        source=item.source,
         input_hash=item.cot_key,
         params={"backend": record.get("backend"), "retries": record.get("retries")},
         model_version=record.get("model"),

@@ -10,7 +10,7 @@ from prefect.cache_policies import NONE
 from tasks import runtime
 from tasks.config import PipelineSettings
 from tasks.ingest import generation_duration
-from tasks.items import WorkItem, batch_share, stable_hash
+from tasks.items import WorkItem, attempt, batch_share, stable_hash
 from tasks.retry import retry_on_transient
 from thinksound.features import VideoDecodeError, decode_clip
 
@@ -98,16 +98,15 @@ def extract_features(
         if item.is_pending:
             item.stage = "synthesis"
         attempts.append(
-            dict(
-                run_id=run_id,
-                stage="features",
+            attempt(
+                run_id,
+                "features",
+                item,
                 status=(
                     "failed"
                     if item.status == "failed"
                     else ("succeeded" if id(item) in computed else "cached")
                 ),
-                item_id=item.item_id,
-                source=item.source,
                 input_hash=item.video_features_key,
                 params={"text_key": item.text_features_key, "precision": settings.precision},
                 model_version=runtime.video_extractor_version(settings),

@@ -14,7 +14,7 @@ from prefect.cache_policies import NONE
 from storage import SourceRow, fetch_input, sha256_file
 from tasks import runtime
 from tasks.config import MIN_CONDITIONING_SEC, PipelineSettings
-from tasks.items import WorkItem, item_identity
+from tasks.items import WorkItem, attempt, item_identity
 from tasks.retry import retry_on_transient
 from thinksound.features import VideoDecodeError, probe_video
 
@@ -186,12 +186,11 @@ def ingest(batch_id: str, items: list[WorkItem], settings: PipelineSettings, run
                 probe={"video_duration_sec": item.video_duration_sec, "codec": item.video_codec},
             )
         attempts.append(
-            dict(
-                run_id=run_id,
-                stage="ingest",
+            attempt(
+                run_id,
+                "ingest",
+                item,
                 status="failed" if item.status == "failed" else "succeeded",
-                item_id=item.item_id,
-                source=item.source,
                 input_hash=item.content_hash,
                 params={"start_sec": item.start_sec, "duration_sec": item.duration_sec},
                 started_at=started,

@@ -111,3 +111,8 @@ def batch_share(started: float, finished: float, index: int, count: int) -> tupl
     """Item `index`'s slice of a batched call, so per-item timings add up to the batch's wall time."""
     share = (finished - started) / max(count, 1)
     return started + index * share, started + (index + 1) * share
+
+
+def attempt(run_id: str, stage: str, item: WorkItem, *, status: str, **fields: object) -> dict[str, object]:
+    """A lineage stage-attempt row for one item (timings, hashes and details in `fields`)."""
+    return dict(run_id=run_id, stage=stage, status=status, item_id=item.item_id, source=item.source, **fields)

@@ -12,7 +12,7 @@ from prefect.cache_policies import NONE
 
 from tasks import runtime
 from tasks.config import PipelineSettings
-from tasks.items import WorkItem, jsonable
+from tasks.items import WorkItem, attempt, jsonable
 from tasks.quality import SAMPLE_RATE, load_audio, thresholds
 from tasks.retry import retry_on_transient
 from tasks.synthesis import result_key
@@ -41,7 +41,9 @@ def _publish_one(item: WorkItem, settings: PipelineSettings, run_id: str, scratc
         target_lufs=quality.loudness_target_lufs,
         max_true_peak_dbtp=quality.max_true_peak_dbtp,
     )
-    final = measure(audio, SAMPLE_RATE, expected_duration_sec=item.duration_sec, thresholds=thresholds(quality))
+    final = measure(
+        audio, SAMPLE_RATE, expected_duration_sec=item.duration_sec, thresholds=thresholds(quality)
+    )
     keys = _output_keys(item)
     audio_file = scratch / f"{item.result_key}.wav"
     audio_file.write_bytes(wav_bytes(audio, SAMPLE_RATE))
@@ -73,7 +75,11 @@ def _publish_one(item: WorkItem, settings: PipelineSettings, run_id: str, scratc
     item.video_uri = store.put_file(keys["video"], video_file, content_type="video/mp4")
     metrics_blob = json.dumps(jsonable(record), indent=2).encode()
     item.metrics_uri = store.put_bytes(keys["metrics"], metrics_blob, content_type="application/json")
-    item.metrics = {**item.metrics, **{f"final_{k}": v for k, v in final.items()}, "loudness_gain_db": gain_db}
+    item.metrics = {
+        **item.metrics,
+        **{f"final_{k}": v for k, v in final.items()},
+        "loudness_gain_db": gain_db,
+    }
     for kind, uri in (("audio", item.audio_uri), ("video", item.video_uri), ("metrics", item.metrics_uri)):
         lin.record_artifact(item.item_id, kind, uri=uri, key=keys[kind], run_id=run_id)
     lin.record_metrics(run_id, item.item_id, jsonable(item.metrics))
@@ -101,12 +107,11 @@ def publish(batch_id: str, items: list[WorkItem], settings: PipelineSettings, ru
             except MuxError as exc:
                 item.fail("publish", str(exc))
             attempts.append(
-                dict(
-                    run_id=run_id,
-                    stage="publish",
+                attempt(
+                    run_id,
+                    "publish",
+                    item,
                     status="failed" if item.status == "failed" else "succeeded",
-                    item_id=item.item_id,
-                    source=item.source,
                     input_hash=item.result_key,
                     params={"loudness_target_lufs": settings.quality.loudness_target_lufs},
                     started_at=started,
@@ -120,7 +125,9 @@ def publish(batch_id: str, items: list[WorkItem], settings: PipelineSettings, ru
 
 
 @task(name="reuse", task_run_name="reuse-{batch_id}", cache_policy=NONE)
-def reuse_published(batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str) -> list[WorkItem]:
+def reuse_published(
+    batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str
+) -> list[WorkItem]:
     """Mark items whose exact result was already published as succeeded, without recomputing them."""
     store = runtime.store(settings)
     lin = runtime.lineage(settings)
@@ -132,13 +139,26 @@ def reuse_published(batch_id: str, items: list[WorkItem], settings: PipelineSett
         if metrics_uri is None or not all(store.exists(k) for k in keys.values()):
             continue
         item.status, item.stage, item.cached = "succeeded", "publish", True
-        item.audio_uri, item.video_uri, item.metrics_uri = (store.uri(keys[k]) for k in ("audio", "video", "metrics"))
-        for kind, uri in (("audio", item.audio_uri), ("video", item.video_uri), ("metrics", item.metrics_uri)):
+        item.audio_uri, item.video_uri, item.metrics_uri = (
+            store.uri(keys[k]) for k in ("audio", "video", "metrics")
+        )
+        for kind, uri in (
+            ("audio", item.audio_uri),
+            ("video", item.video_uri),
+            ("metrics", item.metrics_uri),
+        ):
             lin.record_artifact(item.item_id, kind, uri=uri, key=keys[kind], run_id=run_id)
         now = time.time()
         attempts.append(
-            dict(run_id=run_id, stage="publish", status="cached", item_id=item.item_id, source=item.source,
-                 input_hash=item.result_key, started_at=now, finished_at=now)
+            attempt(
+                run_id,
+                "publish",
+                item,
+                status="cached",
+                input_hash=item.result_key,
+                started_at=now,
+                finished_at=now,
+            )
         )
     lin.record_attempts(attempts)
     return items

@@ -11,7 +11,7 @@ from prefect.cache_policies import NONE
 
 from tasks import runtime
 from tasks.config import PipelineSettings, QualitySettings
-from tasks.items import WorkItem
+from tasks.items import WorkItem, attempt
 from tasks.retry import retry_on_transient
 from thinksound.quality import QualityThresholds, badness, failed_checks, measure
 
@@ -42,7 +42,12 @@ def _assess(item: WorkItem, settings: PipelineSettings) -> None:
     metrics = measure(audio, SAMPLE_RATE, expected_duration_sec=item.duration_sec, thresholds=limits)
     reasons = [r for r in failed_checks(metrics, limits) if not r.startswith("true peak")]
     item.candidates.append(
-        {"generation": item.generation, "raw_audio_key": item.raw_audio_key, "metrics": metrics, "reasons": reasons}
+        {
+            "generation": item.generation,
+            "raw_audio_key": item.raw_audio_key,
+            "metrics": metrics,
+            "reasons": reasons,
+        }
     )
     best = min(item.candidates, key=lambda c: (badness(c["metrics"], limits), c["generation"]))
     item.raw_audio_key = best["raw_audio_key"]
@@ -58,19 +63,20 @@ def _assess(item: WorkItem, settings: PipelineSettings) -> None:
     retry_condition_fn=retry_on_transient,
     cache_policy=NONE,
 )
-def check_quality(batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str) -> list[WorkItem]:
+def check_quality(
+    batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str
+) -> list[WorkItem]:
     """Measure the newest generation of each pending item and keep its best generation so far."""
     attempts = []
     for item in (i for i in items if i.is_pending and i.stage == "qc"):
         started = time.time()
         _assess(item, settings)
         attempts.append(
-            dict(
-                run_id=run_id,
-                stage="qc",
+            attempt(
+                run_id,
+                "qc",
+                item,
                 status="rejected" if item.rejection_reasons else "succeeded",
-                item_id=item.item_id,
-                source=item.source,
                 input_hash=item.raw_audio_key,
                 params={**settings.quality.model_dump(), "generation": item.generation},
                 started_at=started,
@@ -84,7 +90,11 @@ def check_quality(batch_id: str, items: list[WorkItem], settings: PipelineSettin
 
 
 def needs_regeneration(item: WorkItem, settings: PipelineSettings) -> bool:
-    return item.is_pending and bool(item.rejection_reasons) and item.generation < settings.quality.max_regenerations
+    return (
+        item.is_pending
+        and bool(item.rejection_reasons)
+        and item.generation < settings.quality.max_regenerations
+    )
 
 
 def settle(items: list[WorkItem]) -> None:

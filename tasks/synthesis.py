@@ -13,7 +13,7 @@ from prefect.cache_policies import NONE
 from tasks import runtime
 from tasks.config import PipelineSettings
 from tasks.ingest import generation_duration
-from tasks.items import WorkItem, batch_share, stable_hash
+from tasks.items import WorkItem, attempt, batch_share, stable_hash
 from tasks.retry import retry_on_transient
 from thinksound import peak_normalize, synthesize
 from thinksound.features import Features, TextFeatures, VideoFeatures
@@ -102,12 +102,11 @@ def synthesize_batch(
             store.put_bytes(item.raw_audio_key, _npy_bytes(clip))
             item.stage = "qc"
             attempts.append(
-                dict(
-                    run_id=run_id,
-                    stage="synthesis",
+                attempt(
+                    run_id,
+                    "synthesis",
+                    item,
                     status="succeeded",
-                    item_id=item.item_id,
-                    source=item.source,
                     input_hash=item.result_key,
                     params={
                         **settings.synthesis_params(),
