@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections import defaultdict
 
 from prefect import task
 from prefect.cache_policies import NONE
@@ -16,24 +17,29 @@ from tasks.items import WorkItem, attempt, batch_share
 from tasks.retry import retry_on_transient
 
 
-def _make_backend(settings: PipelineSettings, prompt):
-    """The CoT backend; T5 tokens are counted with the run's own T5 tokenizer, loaded only if needed."""
+def _make_backends(settings: PipelineSettings, prompt) -> tuple[ProvidedBackend, VllmBackend | None]:
+    """The manifest backend and, with a server URL, the MLLM one.
+
+    T5 tokens are counted with the run's own T5 tokenizer, loaded only when a count is needed.
+    """
 
     def count(text: str) -> int:
         return runtime.extractor(settings).count_t5_tokens(text)
 
-    if settings.cot.url:
-        return VllmBackend(
-            base_url=settings.cot.url,
-            model=settings.cot.model,
-            prompt=prompt,
-            count_t5_tokens=count,
-            max_concurrency=settings.cot.max_concurrency,
-            timeout_s=settings.cot.timeout_s,
-            max_retries=settings.cot.max_retries,
-            video_mode=settings.cot.video_mode,
-        )
-    return ProvidedBackend(count_t5_tokens=count, prompt=prompt)
+    provided = ProvidedBackend(count_t5_tokens=count, prompt=prompt)
+    if not settings.cot.url:
+        return provided, None
+    mllm = VllmBackend(
+        base_url=settings.cot.url,
+        model=settings.cot.model,
+        prompt=prompt,
+        count_t5_tokens=count,
+        max_concurrency=settings.cot.max_concurrency,
+        timeout_s=settings.cot.timeout_s,
+        max_retries=settings.cot.max_retries,
+        video_mode=settings.cot.video_mode,
+    )
+    return provided, mllm
 
 
 def _apply(item: WorkItem, result: CotResult) -> None:
@@ -74,22 +80,29 @@ def write_cot(
     store = runtime.store(settings)
     lin = runtime.lineage(settings)
     prompt = load_prompt(settings.cot.prompt_version)
-    backend = _make_backend(settings, prompt)
-    missing: list[WorkItem] = []
+    provided, mllm = _make_backends(settings, prompt)
+
+    def backend_for(item: WorkItem):
+        # A CoT the user wrote (manifest or demo) is used as is; the MLLM writes the missing ones.
+        return mllm if mllm is not None and not item.provided_cot else provided
+
+    backends = {b.identity: b for b in (provided, mllm) if b is not None}
+    missing: dict[str, list[WorkItem]] = defaultdict(list)
     attempts = []
     for item in (i for i in items if i.is_pending):
+        backend = backend_for(item)
         item.cot_key = cot_cache_key(_request(item), backend.identity, prompt.hash)
         key = f"cot/{item.cot_key}.json"
         if store.exists(key):
             _apply(item, CotResult(**json.loads(store.get_bytes(key))))
             attempts.append(_attempt(run_id, item, "cached", prompt, time.time(), time.time()))
         else:
-            missing.append(item)
-    if missing:
+            missing[backend.identity].append(item)
+    for identity, group in missing.items():
         started = time.time()
-        results = backend.generate([_request(i) for i in missing])
+        results = backends[identity].generate([_request(i) for i in group])
         finished = time.time()
-        for n, (item, result) in enumerate(zip(missing, results, strict=True)):
+        for n, (item, result) in enumerate(zip(group, results, strict=True)):
             _apply(item, result)
             if result.error is None:
                 store.put_bytes(
@@ -98,7 +111,7 @@ def write_cot(
                     content_type="application/json",
                 )
             attempts.append(
-                _attempt(run_id, item, None, prompt, *batch_share(started, finished, n, len(missing)))
+                _attempt(run_id, item, None, prompt, *batch_share(started, finished, n, len(group)))
             )
     lin.record_attempts(attempts)
     return items
