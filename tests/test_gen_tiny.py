@@ -126,6 +126,14 @@ def test_autocast_precisions_stay_close(gen: Generator, precision: str) -> None:
     assert 0 < rel < 5e-2
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_synthesize_low_precision_returns_float32_audio(gen: Generator, precision: str) -> None:
+    audio = synthesize(gen, tiny_features(1), duration_sec=1.0, seeds=[3], steps=2, precision=precision)
+    ref = synthesize(gen, tiny_features(1), duration_sec=1.0, seeds=[3], steps=2)
+    assert audio.dtype == torch.float32 and audio.shape == ref.shape and torch.isfinite(audio).all()
+    assert ((audio - ref).abs().max() / ref.abs().max()).item() < 0.1
+
+
 def test_unknown_precision_is_rejected(gen: Generator) -> None:
     with pytest.raises(ValueError, match="precision"):
         synthesize(gen, tiny_features(1), duration_sec=2.0, seeds=[0], steps=1, precision="int8")
