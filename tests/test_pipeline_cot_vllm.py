@@ -28,8 +28,16 @@ def test_run_with_cot_url_records_vllm_cots_and_caches_them(vllm_server, tmp_pat
     videos.mkdir()
     make_video(videos / "a.mp4", duration=1.5, size="96x64")
     make_video(videos / "b.mp4", duration=1.0, size="64x96", pattern="testsrc")
+    make_video(videos / "c.mp4", duration=1.0, size="64x64")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(
+        "video,caption,caption_cot\n"
+        f"{videos / 'a.mp4'},,\n"
+        f"{videos / 'b.mp4'},,\n"
+        f"{videos / 'c.mp4'},rain,Start with steady rain on a roof. Avoid voices and music.\n"
+    )
     workdir = tmp_path / "w"
-    args = ("run", str(videos), "--preset", "tiny", "--workdir", str(workdir), "--steps", "2",
+    args = ("run", str(manifest), "--preset", "tiny", "--workdir", str(workdir), "--steps", "2",
             "--cot-url", vllm_server.base_url, "--cot-model", TINY_MODEL_NAME)
     first = _run(*args)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -40,13 +48,18 @@ def test_run_with_cot_url_records_vllm_cots_and_caches_them(vllm_server, tmp_pat
         status = dict(con.execute("SELECT source, status FROM item_status").fetchall())
         failed_elsewhere = con.execute(
             "SELECT count(*) FROM item_status WHERE status = 'failed' AND stage <> 'cot'").fetchone()[0]
-        raw = con.execute("SELECT count(*) FROM cot WHERE raw_answer IS NOT NULL").fetchone()[0]
-    assert {row[0] for row in cot} == {str(videos / "a.mp4"), str(videos / "b.mp4")}
-    for _, _, backend, model, prompt_version, t5_tokens in cot:
+        raw = con.execute("SELECT count(*) FROM cot WHERE raw_answer IS NOT NULL AND backend = 'vllm'").fetchone()[0]
+    by_source = {row[0]: row[1:] for row in cot}
+    assert set(by_source) == {str(videos / n) for n in ("a.mp4", "b.mp4", "c.mp4")}
+    for name in ("a.mp4", "b.mp4"):
+        _, backend, model, prompt_version, t5_tokens = by_source[str(videos / name)]
         assert (backend, model) == ("vllm", TINY_MODEL_NAME)
         assert prompt_version.startswith("v1")
         assert t5_tokens is not None
+    written = by_source[str(videos / "c.mp4")]
+    assert written[:2] == ("Start with steady rain on a roof. Avoid voices and music.", "provided")
     assert raw == 2
+    status.pop(str(videos / "c.mp4"))
     # A random model may fail its CoT (with a reason); nothing may fail after a good CoT.
     assert failed_elsewhere == 0, status
 
