@@ -86,6 +86,9 @@ class Generator(nn.Module):
         # Non-persistent buffers are not in checkpoints (and are empty after a meta build): rebuild them.
         t_embed = self.dit.t_embed
         t_embed.freqs = timestep_freqs(t_embed.mlp[0].in_features, 1).to(self.device)
+        left = [name for name, v in [*self.named_parameters(), *self.named_buffers()] if v.is_meta]
+        if left:
+            raise RuntimeError(f"tensors left without storage after loading: {left[:8]}")
         self.to(device)
         if random_init:
             log.warning(
