@@ -20,7 +20,8 @@ from tasks.publish import publish, reuse_published
 from tasks.quality import check_quality, needs_regeneration, settle
 from tasks.synthesis import synthesize_batch
 
-INGEST_CHUNK = 64
+# Ingest, CoT and the reuse check work on chunks this large (vLLM batches the CoT requests of a chunk).
+PLAN_CHUNK = 256
 
 
 def _chunks(items: Sequence[WorkItem], size: int) -> Iterator[list[WorkItem]]:
@@ -78,15 +79,10 @@ def _record_cot(run_id: str, items: list[WorkItem], settings: PipelineSettings) 
         runtime.lineage(settings).record_cots(records)
 
 
-def _process_batch(
+def _generate_batch(
     batch_id: str, batch: list[WorkItem], settings: PipelineSettings, run_id: str, clock: StageClock
 ) -> list[WorkItem]:
-    with clock.stage("cot"):
-        batch = write_cot(batch_id, batch, settings, run_id)
-    with clock.stage("reuse"):
-        batch = reuse_published(batch_id, batch, settings, run_id)
-    if not any(i.is_pending for i in batch):
-        return batch
+    """The model stages for one batch: features, synthesis, checks (with regeneration), publishing."""
     with clock.stage("features"):
         batch = extract_features(batch_id, batch, settings, run_id)
     with clock.stage("synthesis"):
@@ -108,6 +104,39 @@ def _process_batch(
         return publish(batch_id, batch, settings, run_id)
 
 
+class _Outcomes:
+    """Where every source stands; settles a representative's whole group of duplicates at once."""
+
+    def __init__(self, ingested: list[WorkItem], settings: PipelineSettings, run_id: str) -> None:
+        self.settings, self.run_id = settings, run_id
+        self.by_source: dict[str, WorkItem] = {i.source: i for i in ingested}
+        self.groups: dict[str, list[WorkItem]] = defaultdict(list)
+        for item in ingested:
+            if item.is_pending:
+                self.groups[item.work_key].append(item)
+        self.progress = RunProgress(run_id, len(ingested))
+        self.progress.advance(sum(1 for i in ingested if not i.is_pending))
+
+    @property
+    def representatives(self) -> list[WorkItem]:
+        return [members[0] for members in self.groups.values()]
+
+    def settle(self, finished: list[WorkItem]) -> None:
+        settled: list[WorkItem] = []
+        for representative in finished:
+            members = self.groups[representative.work_key]
+            for duplicate in members[1:]:
+                _copy_outcome(representative, duplicate)
+            settled += [representative, *members[1:]]
+        if not settled:
+            return
+        for item in settled:
+            self.by_source[item.source] = item
+        runtime.lineage(self.settings).set_item_states(self.run_id, [_state_row(i) for i in settled])
+        _record_cot(self.run_id, settled, self.settings)
+        self.progress.advance(len(settled))
+
+
 def process_items(
     items: list[WorkItem],
     settings: PipelineSettings,
@@ -115,40 +144,30 @@ def process_items(
 ) -> tuple[list[WorkItem], dict[str, float]]:
     """Run every stage over the items; returns them with their outcome and the time per stage.
 
-    Sources with the same work key (same bytes, segment and provided text) are computed once.
+    Sources with the same work key (same bytes, segment and provided text) are computed once. The cheap
+    stages (ingest, CoT, reuse of published results) run over large chunks, which lets vLLM batch many
+    requests and makes a cached rerun a handful of task runs; the model stages run per batch, bucketed
+    by duration, and each batch is published as soon as it is done.
     """
-    lin = runtime.lineage(settings)
     clock = StageClock()
     ingested: list[WorkItem] = []
-    for n, chunk in enumerate(_chunks(items, INGEST_CHUNK)):
+    for n, chunk in enumerate(_chunks(items, PLAN_CHUNK)):
         with clock.stage("ingest"):
             ingested += ingest(f"{run_id}-ingest{n:03d}", chunk, settings, run_id)
-    lin.set_item_states(run_id, [_state_row(i) for i in ingested])
+    runtime.lineage(settings).set_item_states(run_id, [_state_row(i) for i in ingested])
+    outcomes = _Outcomes(ingested, settings, run_id)
 
-    groups: dict[str, list[WorkItem]] = defaultdict(list)
-    for item in ingested:
-        if item.is_pending:
-            groups[item.work_key].append(item)
-    representatives = sorted(
-        (members[0] for members in groups.values()),
-        key=lambda i: (generation_duration(i.duration_sec), i.position),
-    )
-    progress = RunProgress(run_id, len(ingested))
-    progress.advance(sum(1 for i in ingested if not i.is_pending))
+    to_generate: list[WorkItem] = []
+    for n, chunk in enumerate(_chunks(outcomes.representatives, PLAN_CHUNK)):
+        chunk_id = f"{run_id}-c{n:03d}"
+        with clock.stage("cot"):
+            chunk = write_cot(chunk_id, chunk, settings, run_id)
+        with clock.stage("reuse"):
+            chunk = reuse_published(chunk_id, chunk, settings, run_id)
+        outcomes.settle([i for i in chunk if not i.is_pending])
+        to_generate += [i for i in chunk if i.is_pending]
 
-    outcome: dict[str, WorkItem] = {i.source: i for i in ingested}
-    for n, batch in enumerate(_chunks(representatives, settings.batch_size)):
-        batch_id = f"{run_id}-b{n:04d}"
-        finished = _process_batch(batch_id, batch, settings, run_id, clock)
-        settled: list[WorkItem] = []
-        for representative in finished:
-            members = groups[representative.work_key]
-            for duplicate in members[1:]:
-                _copy_outcome(representative, duplicate)
-            settled += [representative, *members[1:]]
-        for item in settled:
-            outcome[item.source] = item
-        lin.set_item_states(run_id, [_state_row(i) for i in settled])
-        _record_cot(run_id, settled, settings)
-        progress.advance(len(settled))
-    return [outcome[i.source] for i in ingested], dict(clock.seconds)
+    to_generate.sort(key=lambda i: (generation_duration(i.duration_sec), i.position))
+    for n, batch in enumerate(_chunks(to_generate, settings.batch_size)):
+        outcomes.settle(_generate_batch(f"{run_id}-b{n:04d}", batch, settings, run_id, clock))
+    return [outcomes.by_source[i.source] for i in ingested], dict(clock.seconds)

@@ -212,10 +212,23 @@ class Lineage:
         duration_sec: float | None,
         probe: Mapping[str, Any] | None,
     ) -> None:
+        self.upsert_items(
+            [dict(item_id=item_id, content_hash=content_hash, start_sec=start_sec, duration_sec=duration_sec,
+                  probe=probe)]
+        )
+
+    def upsert_items(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Batched `upsert_item`; each mapping has its keyword fields plus `item_id`."""
+        now = to_utc(None)
+        values = self._last_per_key(
+            ((r["item_id"], r["content_hash"], r.get("start_sec"), r.get("duration_sec"), to_json(r.get("probe")), now)
+             for r in rows),
+            1,
+        )
         self._insert_many(
             "items",
             ("item_id", "content_hash", "start_sec", "duration_sec", "probe", "created_at"),
-            [(item_id, content_hash, start_sec, duration_sec, to_json(probe), to_utc(None))],
+            values,
             "ON CONFLICT (item_id) DO UPDATE SET content_hash = excluded.content_hash, "
             "start_sec = excluded.start_sec, duration_sec = excluded.duration_sec, probe = excluded.probe",
         )

@@ -97,16 +97,9 @@ def list_sources(input_spec: str) -> list[WorkItem]:
     raise ManifestError(f"input {input_spec!r} is neither a directory, a manifest (.csv/.parquet) nor a file")
 
 
-def _content_hash(path: Path, settings: PipelineSettings) -> str:
-    """sha256 of the file, remembered by (path, size, mtime) so reruns do not re-read every byte."""
-    lin = runtime.lineage(settings)
+def _hash_memo_key(path: Path) -> str:
     stat = path.stat()
-    memo_key = f"file-sha256:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    digest = lin.cache_get(memo_key)
-    if digest is None:
-        digest = sha256_file(path)
-        lin.cache_put(memo_key, "file-sha256", digest)
-    return digest
+    return f"file-sha256:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def _segment_duration(item: WorkItem, video_duration: float, settings: PipelineSettings) -> float:
@@ -130,8 +123,12 @@ def generation_duration(duration_sec: float) -> float:
     return math.ceil(duration_sec / DURATION_GRID_SEC - 1e-9) * DURATION_GRID_SEC
 
 
-def ingest_one(item: WorkItem, settings: PipelineSettings) -> WorkItem:
-    """Fetch, hash and probe one source; a broken input fails this item, never the run."""
+def ingest_one(item: WorkItem, settings: PipelineSettings, known_hashes: dict[str, str]) -> WorkItem:
+    """Fetch, hash and probe one source; a broken input fails this item, never the run.
+
+    `known_hashes` maps (path, size, mtime) memo keys to digests, so reruns do not re-read every byte;
+    new digests are added to it.
+    """
     try:
         local = fetch_input(
             item.fetch_location,
@@ -148,7 +145,10 @@ def ingest_one(item: WorkItem, settings: PipelineSettings) -> WorkItem:
         item.fail("ingest", "empty file (0 bytes)")
         return item
     item.local_path = str(local)
-    item.content_hash = _content_hash(local, settings)
+    memo_key = _hash_memo_key(local)
+    if memo_key not in known_hashes:
+        known_hashes[memo_key] = sha256_file(local)
+    item.content_hash = known_hashes[memo_key]
     try:
         info = probe_video(local)
         item.video_duration_sec = info.duration_sec
@@ -173,17 +173,23 @@ def ingest_one(item: WorkItem, settings: PipelineSettings) -> WorkItem:
 def ingest(batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str) -> list[WorkItem]:
     """Ingest a batch of sources and record each outcome in lineage."""
     lin = runtime.lineage(settings)
-    attempts = []
+    local = [Path(i.fetch_location) for i in items if not i.fetch_location.startswith("s3://")]
+    memo_keys = [_hash_memo_key(p) for p in local if p.is_file()]
+    known_hashes = lin.cache_get_many(memo_keys)
+    already_known = set(known_hashes)
+    attempts, item_rows = [], []
     for item in items:
         started = time.time()
-        ingest_one(item, settings)
+        ingest_one(item, settings, known_hashes)
         if item.item_id is not None:
-            lin.upsert_item(
-                item.item_id,
-                content_hash=item.content_hash,
-                start_sec=item.start_sec,
-                duration_sec=item.duration_sec,
-                probe={"video_duration_sec": item.video_duration_sec, "codec": item.video_codec},
+            item_rows.append(
+                dict(
+                    item_id=item.item_id,
+                    content_hash=item.content_hash,
+                    start_sec=item.start_sec,
+                    duration_sec=item.duration_sec,
+                    probe={"video_duration_sec": item.video_duration_sec, "codec": item.video_codec},
+                )
             )
         attempts.append(
             attempt(
@@ -198,6 +204,8 @@ def ingest(batch_id: str, items: list[WorkItem], settings: PipelineSettings, run
                 error=item.error,
             )
         )
+    lin.cache_put_many([(k, "file-sha256", v) for k, v in known_hashes.items() if k not in already_known])
+    lin.upsert_items(item_rows)
     lin.add_sources(
         run_id,
         [

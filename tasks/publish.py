@@ -31,6 +31,14 @@ def _output_keys(item: WorkItem) -> dict[str, str]:
     }
 
 
+def _artifact_rows(item: WorkItem, run_id: str) -> list[dict[str, object]]:
+    keys = _output_keys(item)
+    uris = {"audio": item.audio_uri, "video": item.video_uri, "metrics": item.metrics_uri}
+    return [
+        dict(item_id=item.item_id, kind=kind, uri=uris[kind], key=keys[kind], run_id=run_id) for kind in keys
+    ]
+
+
 def _publish_one(item: WorkItem, settings: PipelineSettings, run_id: str, scratch: Path) -> None:
     store = runtime.store(settings)
     lin = runtime.lineage(settings)
@@ -80,10 +88,7 @@ def _publish_one(item: WorkItem, settings: PipelineSettings, run_id: str, scratc
         **{f"final_{k}": v for k, v in final.items()},
         "loudness_gain_db": gain_db,
     }
-    for kind, uri in (("audio", item.audio_uri), ("video", item.video_uri), ("metrics", item.metrics_uri)):
-        lin.record_artifact(item.item_id, kind, uri=uri, key=keys[kind], run_id=run_id)
     lin.record_metrics(run_id, item.item_id, jsonable(item.metrics))
-    lin.cache_put(f"published:{item.result_key}", "published", item.metrics_uri)
 
 
 @task(
@@ -96,7 +101,7 @@ def _publish_one(item: WorkItem, settings: PipelineSettings, run_id: str, scratc
 )
 def publish(batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str) -> list[WorkItem]:
     """Write the outputs of every item that passed its checks."""
-    attempts = []
+    attempts, artifacts, published = [], [], []
     settings.scratch_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=settings.scratch_dir) as scratch:
         for item in (i for i in items if i.is_pending and i.stage == "publish"):
@@ -104,6 +109,8 @@ def publish(batch_id: str, items: list[WorkItem], settings: PipelineSettings, ru
             try:
                 _publish_one(item, settings, run_id, Path(scratch))
                 item.status = "succeeded"
+                artifacts += _artifact_rows(item, run_id)
+                published.append((f"published:{item.result_key}", "published", item.metrics_uri))
             except MuxError as exc:
                 item.fail("publish", str(exc))
             attempts.append(
@@ -120,7 +127,11 @@ def publish(batch_id: str, items: list[WorkItem], settings: PipelineSettings, ru
                     details={"audio_uri": item.audio_uri, "video_uri": item.video_uri},
                 )
             )
-    runtime.lineage(settings).record_attempts(attempts)
+    lin = runtime.lineage(settings)
+    lin.record_artifacts(artifacts)
+    # Last: a result counts as published only once its files and lineage rows are all written.
+    lin.cache_put_many(published)
+    lin.record_attempts(attempts)
     return items
 
 
@@ -131,23 +142,21 @@ def reuse_published(
     """Mark items whose exact result was already published as succeeded, without recomputing them."""
     store = runtime.store(settings)
     lin = runtime.lineage(settings)
-    attempts = []
-    for item in (i for i in items if i.is_pending and i.stage == "features"):
+    candidates = [i for i in items if i.is_pending and i.stage == "features"]
+    for item in candidates:
         item.result_key = result_key(item, settings)
-        metrics_uri = lin.cache_get(f"published:{item.result_key}")
+    published = lin.cache_get_many([f"published:{i.result_key}" for i in candidates])
+    attempts, artifacts = [], []
+    for item in candidates:
         keys = _output_keys(item)
-        if metrics_uri is None or not all(store.exists(k) for k in keys.values()):
+        if f"published:{item.result_key}" not in published or not all(store.exists(k) for k in keys.values()):
             continue
         item.status, item.stage, item.cached = "succeeded", "publish", True
         item.audio_uri, item.video_uri, item.metrics_uri = (
             store.uri(keys[k]) for k in ("audio", "video", "metrics")
         )
-        for kind, uri in (
-            ("audio", item.audio_uri),
-            ("video", item.video_uri),
-            ("metrics", item.metrics_uri),
-        ):
-            lin.record_artifact(item.item_id, kind, uri=uri, key=keys[kind], run_id=run_id)
+        # Re-point the item's artifacts: a run with other parameters may have published since.
+        artifacts += _artifact_rows(item, run_id)
         now = time.time()
         attempts.append(
             attempt(
@@ -160,5 +169,6 @@ def reuse_published(
                 finished_at=now,
             )
         )
+    lin.record_artifacts(artifacts)
     lin.record_attempts(attempts)
     return items
