@@ -1,21 +1,19 @@
-"""The batch loop shared by every flow: ingest, then per batch CoT -> features -> synthesis -> QC -> publish."""
+"""The loop shared by every flow: ingest, CoT and reuse over large chunks, then the model stages per batch."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 
 from flows.report import RunProgress, stage_listeners
-from storage import CotRecord
-from tasks import runtime
 from tasks.config import PipelineSettings
 from tasks.cot import write_cot
 from tasks.features import extract_features
 from tasks.ingest import generation_duration, ingest
 from tasks.items import WorkItem
+from tasks.outcomes import record_outcomes, record_states
 from tasks.publish import publish, reuse_published
 from tasks.quality import check_quality, needs_regeneration, settle
 from tasks.synthesis import synthesize_batch
@@ -44,39 +42,6 @@ class StageClock:
             yield
         finally:
             self.seconds[name] += time.perf_counter() - started
-
-
-def _state_row(item: WorkItem) -> dict[str, object]:
-    return dict(source=item.source, item_id=item.item_id, status=item.status, stage=item.stage, error=item.error)
-
-
-def _copy_outcome(representative: WorkItem, duplicate: WorkItem) -> None:
-    """A duplicate source shares the representative's work and therefore its outcome and outputs."""
-    for name in (
-        "caption", "caption_cot", "cot_backend", "cot_key", "cot_record", "t5_tokens", "result_key", "seed",
-        "generation", "status", "stage", "error", "cached", "metrics", "rejection_reasons",
-        "audio_uri", "video_uri", "metrics_uri",
-    ):
-        setattr(duplicate, name, getattr(representative, name))
-
-
-def _record_cot(run_id: str, items: list[WorkItem], settings: PipelineSettings) -> None:
-    """One CoT row per source, duplicates included, so every source shows the text it was dubbed with."""
-    columns = {f.name for f in dataclasses.fields(CotRecord)}
-    records = [
-        CotRecord(
-            **{
-                **{k: v for k, v in item.cot_record.items() if k in columns},
-                "run_id": run_id,
-                "item_id": item.item_id,
-                "source": item.source,
-            }
-        )
-        for item in items
-        if item.cot_record is not None
-    ]
-    if records:
-        runtime.lineage(settings).record_cots(records)
 
 
 def _generate_batch(
@@ -126,14 +91,13 @@ class _Outcomes:
         for representative in finished:
             members = self.groups[representative.work_key]
             for duplicate in members[1:]:
-                _copy_outcome(representative, duplicate)
+                duplicate.adopt_outcome(representative)
             settled += [representative, *members[1:]]
         if not settled:
             return
         for item in settled:
             self.by_source[item.source] = item
-        runtime.lineage(self.settings).set_item_states(self.run_id, [_state_row(i) for i in settled])
-        _record_cot(self.run_id, settled, self.settings)
+        record_outcomes(self.run_id, settled, self.settings)
         self.progress.advance(len(settled))
 
 
@@ -154,7 +118,7 @@ def process_items(
     for n, chunk in enumerate(_chunks(items, PLAN_CHUNK)):
         with clock.stage("ingest"):
             ingested += ingest(f"{run_id}-ingest{n:03d}", chunk, settings, run_id)
-    runtime.lineage(settings).set_item_states(run_id, [_state_row(i) for i in ingested])
+    record_states(run_id, ingested, settings)
     outcomes = _Outcomes(ingested, settings, run_id)
 
     to_generate: list[WorkItem] = []

@@ -79,6 +79,11 @@ class WorkItem:
         """Sources sharing this key are the same work: same bytes, same segment, same provided text."""
         return stable_hash(self.item_id, self.provided_caption, self.provided_cot)
 
+    def adopt_outcome(self, representative: WorkItem) -> None:
+        """A duplicate source shares its representative's work, and so its outcome and outputs."""
+        for name in _OUTCOME_FIELDS:
+            setattr(self, name, getattr(representative, name))
+
     def fail(self, stage: str, reason: str) -> None:
         self.status = "failed"
         self.stage = stage
@@ -89,6 +94,13 @@ class WorkItem:
         self.stage = "qc"
         self.rejection_reasons = list(reasons)
         self.error = "; ".join(reasons)
+
+
+_OUTCOME_FIELDS = (
+    "caption", "caption_cot", "cot_backend", "cot_key", "cot_record", "t5_tokens", "result_key", "seed",
+    "generation", "status", "stage", "error", "cached", "metrics", "rejection_reasons",
+    "audio_uri", "video_uri", "metrics_uri",
+)
 
 
 def item_identity(content_hash: str, start_sec: float, duration_sec: float) -> str:
