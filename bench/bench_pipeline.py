@@ -77,7 +77,7 @@ def instrument(clock: ComputeClock) -> None:
     clock.wrap(tasks.synthesis, "synthesize", "generator")
     clock.wrap(tasks.publish, "mux_audio", "ffmpeg mux")
     clock.wrap(tasks.quality, "measure", "audio QC math")
-    clock.wrap(tasks.publish, "measure", "audio QC math")
+    clock.wrap(tasks.publish, "measure_after_gain", "audio QC math")
     clock.wrap(tasks.publish, "normalize_loudness", "audio QC math")
 
 

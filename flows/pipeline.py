@@ -7,6 +7,8 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 
+from prefect.utilities.annotations import quote
+
 from flows.report import RunProgress, stage_listeners
 from tasks.config import PipelineSettings
 from tasks.cot import write_cot
@@ -25,6 +27,10 @@ PLAN_CHUNK = 256
 def _chunks(items: Sequence[WorkItem], size: int) -> Iterator[list[WorkItem]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
+
+
+# Work items go to tasks wrapped in `quote`: they hold no futures, and sparing Prefect the walk through
+# every item's fields is most of its per-task overhead on large batches.
 
 
 class StageClock:
@@ -49,24 +55,24 @@ def _generate_batch(
 ) -> list[WorkItem]:
     """The model stages for one batch: features, synthesis, checks (with regeneration), publishing."""
     with clock.stage("features"):
-        batch = extract_features(batch_id, batch, settings, run_id)
+        batch = extract_features(batch_id, quote(batch), settings, run_id)
     with clock.stage("synthesis"):
-        batch = synthesize_batch(batch_id, batch, settings, run_id)
+        batch = synthesize_batch(batch_id, quote(batch), settings, run_id)
     with clock.stage("qc"):
-        batch = check_quality(batch_id, batch, settings, run_id)
+        batch = check_quality(batch_id, quote(batch), settings, run_id)
     while retry := [i for i in batch if needs_regeneration(i, settings)]:
         for item in retry:
             item.generation += 1
         retry_id = f"{batch_id}-regen{retry[0].generation}"
         with clock.stage("synthesis"):
-            retried = synthesize_batch(retry_id, retry, settings, run_id)
+            retried = synthesize_batch(retry_id, quote(retry), settings, run_id)
         with clock.stage("qc"):
-            retried = check_quality(retry_id, retried, settings, run_id)
+            retried = check_quality(retry_id, quote(retried), settings, run_id)
         by_source = {i.source: i for i in retried}
         batch = [by_source.get(i.source, i) for i in batch]
     settle(batch)
     with clock.stage("publish"):
-        return publish(batch_id, batch, settings, run_id)
+        return publish(batch_id, quote(batch), settings, run_id)
 
 
 class _Outcomes:
@@ -117,7 +123,7 @@ def process_items(
     ingested: list[WorkItem] = []
     for n, chunk in enumerate(_chunks(items, PLAN_CHUNK)):
         with clock.stage("ingest"):
-            ingested += ingest(f"{run_id}-ingest{n:03d}", chunk, settings, run_id)
+            ingested += ingest(f"{run_id}-ingest{n:03d}", quote(chunk), settings, run_id)
     record_states(run_id, ingested, settings)
     outcomes = _Outcomes(ingested, settings, run_id)
 
@@ -125,9 +131,9 @@ def process_items(
     for n, chunk in enumerate(_chunks(outcomes.representatives, PLAN_CHUNK)):
         chunk_id = f"{run_id}-c{n:03d}"
         with clock.stage("cot"):
-            chunk = write_cot(chunk_id, chunk, settings, run_id)
+            chunk = write_cot(chunk_id, quote(chunk), settings, run_id)
         with clock.stage("reuse"):
-            chunk = reuse_published(chunk_id, chunk, settings, run_id)
+            chunk = reuse_published(chunk_id, quote(chunk), settings, run_id)
         outcomes.settle([i for i in chunk if not i.is_pending])
         to_generate += [i for i in chunk if i.is_pending]
 

@@ -370,7 +370,15 @@ class Lineage:
         return {r["kind"]: r for r in self.execute("SELECT * FROM artifacts WHERE item_id = ?", [item_id])}
 
     def record_metrics(self, run_id: str, item_id: str, metrics: Mapping[str, float]) -> None:
-        values = [(run_id, item_id, name, None if value is None else float(value)) for name, value in metrics.items()]
+        self.record_metrics_many(run_id, {item_id: metrics})
+
+    def record_metrics_many(self, run_id: str, metrics_by_item: Mapping[str, Mapping[str, float]]) -> None:
+        """Batched `record_metrics`: {item_id: {name: value}} for one run."""
+        values = [
+            (run_id, item_id, name, None if value is None else float(value))
+            for item_id, metrics in metrics_by_item.items()
+            for name, value in metrics.items()
+        ]
         self._insert_many(
             "metrics", ("run_id", "item_id", "name", "value"), values,
             "ON CONFLICT (run_id, item_id, name) DO UPDATE SET value = excluded.value",

@@ -113,16 +113,43 @@ def badness(metrics: dict[str, float], thresholds: QualityThresholds) -> tuple[i
 
 
 def normalize_loudness(
-    audio: np.ndarray, sample_rate: int, *, target_lufs: float, max_true_peak_dbtp: float
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    target_lufs: float,
+    max_true_peak_dbtp: float,
+    measured: dict[str, float] | None = None,
 ) -> tuple[np.ndarray, float]:
     """Gain the audio to the loudness target, backing off where that would push the true peak too high.
 
-    Returns the new audio and the gain applied in dB. Silent audio is returned unchanged.
+    `measured` may carry this audio's `loudness_lufs` and `true_peak_dbtp` (from `measure`) to spare
+    computing them again. Returns the new audio and the gain applied in dB. Silent audio is returned
+    unchanged.
     """
-    loudness = integrated_loudness(audio, sample_rate)
-    if not math.isfinite(loudness):
+    loudness = measured["loudness_lufs"] if measured else integrated_loudness(audio, sample_rate)
+    if loudness is None or not math.isfinite(loudness):
         return audio, 0.0
-    gain_db = target_lufs - loudness
-    headroom_db = max_true_peak_dbtp - true_peak_dbtp(audio, sample_rate)
-    gain_db = min(gain_db, headroom_db)
+    true_peak = measured["true_peak_dbtp"] if measured else true_peak_dbtp(audio, sample_rate)
+    gain_db = min(target_lufs - loudness, max_true_peak_dbtp - true_peak)
     return (audio * 10 ** (gain_db / 20)).astype(audio.dtype), gain_db
+
+
+def measure_after_gain(
+    measured: dict[str, float],
+    gained: np.ndarray,
+    sample_rate: int,
+    *,
+    gain_db: float,
+    thresholds: QualityThresholds,
+) -> dict[str, float]:
+    """`measure` of audio that differs from measured audio by a pure gain.
+
+    Loudness, peak and true peak are level-equivariant, so they shift by the gain exactly; only the
+    threshold-based ratios are counted again.
+    """
+    metrics = dict(measured)
+    for name in ("peak_dbfs", "loudness_lufs", "true_peak_dbtp"):
+        metrics[name] = measured[name] + gain_db
+    metrics["clipping_ratio"] = float(np.mean(np.abs(gained) >= thresholds.clipping_level))
+    metrics["silence_ratio"] = silence_ratio(gained, sample_rate, thresholds.silence_threshold_dbfs)
+    return metrics
