@@ -100,6 +100,8 @@ def make_videos(folder: Path, count: int) -> None:
 @contextlib.contextmanager
 def plain_loop():
     """Call the stage functions directly (task.fn), without Prefect task runs or artifacts."""
+    from prefect.utilities.annotations import quote
+
     import flows.pipeline as pipeline
 
     names = ["ingest", "write_cot", "reuse_published", "extract_features", "synthesize_batch", "check_quality",
@@ -114,8 +116,14 @@ def plain_loop():
         def advance(self, finished: int) -> None:
             self.done += finished
 
+    def plain(fn):
+        def call(*args):
+            return fn(*(a.unwrap() if isinstance(a, quote) else a for a in args))
+
+        return call
+
     for name in names:
-        setattr(pipeline, name, saved[name].fn)
+        setattr(pipeline, name, plain(saved[name].fn))
     pipeline.RunProgress = NoArtifactProgress
     try:
         yield
