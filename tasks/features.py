@@ -47,7 +47,14 @@ def _encode_videos(items: list[WorkItem], settings: PipelineSettings) -> None:
             item.fail("features", f"video decoding failed: {exc}")
     if not clips:
         return
-    for item, features in zip(decoded_items, runtime.extractor(settings).encode_videos(clips), strict=True):
+    try:
+        encoded = runtime.extractor(settings).encode_videos(clips)
+    except (ValueError, RuntimeError) as exc:
+        # A model error (bad shapes, out of memory) fails this batch's items, not the run.
+        for item in decoded_items:
+            item.fail("features", f"video encoding failed: {exc}")
+        return
+    for item, features in zip(decoded_items, encoded, strict=True):
         store.put_bytes(item.video_features_key, features.to_bytes())
 
 

@@ -118,9 +118,15 @@ def _segment_duration(item: WorkItem, video_duration: float, settings: PipelineS
     return duration
 
 
+# The model's CLIP and sync lengths are 8 and 24 tokens per whole second: below 1 s they are empty.
+MIN_GENERATION_SEC = 1.0
+
+
 def generation_duration(duration_sec: float) -> float:
-    """The duration the generator runs at: the segment rounded up to the bucketing grid."""
-    return math.ceil(duration_sec / DURATION_GRID_SEC - 1e-9) * DURATION_GRID_SEC
+    """The duration the generator runs at: the segment rounded up to the bucketing grid, and at least
+    1 s (shorter clips repeat their last frame, as the original does, and the audio is trimmed back)."""
+    rounded = math.ceil(duration_sec / DURATION_GRID_SEC - 1e-9) * DURATION_GRID_SEC
+    return max(rounded, MIN_GENERATION_SEC)
 
 
 def ingest_one(item: WorkItem, settings: PipelineSettings, known_hashes: dict[str, str]) -> WorkItem:

@@ -97,9 +97,24 @@ class WorkItem:
 
 
 _OUTCOME_FIELDS = (
-    "caption", "caption_cot", "cot_backend", "cot_key", "cot_record", "t5_tokens", "result_key", "seed",
-    "generation", "status", "stage", "error", "cached", "metrics", "rejection_reasons",
-    "audio_uri", "video_uri", "metrics_uri",
+    "caption",
+    "caption_cot",
+    "cot_backend",
+    "cot_key",
+    "cot_record",
+    "t5_tokens",
+    "result_key",
+    "seed",
+    "generation",
+    "status",
+    "stage",
+    "error",
+    "cached",
+    "metrics",
+    "rejection_reasons",
+    "audio_uri",
+    "video_uri",
+    "metrics_uri",
 )
 
 

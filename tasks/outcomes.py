@@ -13,7 +13,9 @@ _COT_COLUMNS = {f.name for f in dataclasses.fields(CotRecord)}
 
 
 def state_row(item: WorkItem) -> dict[str, object]:
-    return dict(source=item.source, item_id=item.item_id, status=item.status, stage=item.stage, error=item.error)
+    return dict(
+        source=item.source, item_id=item.item_id, status=item.status, stage=item.stage, error=item.error
+    )
 
 
 def record_states(run_id: str, items: list[WorkItem], settings: PipelineSettings) -> None:

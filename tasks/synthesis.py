@@ -94,7 +94,24 @@ def synthesize_batch(
     attempts = []
     for (duration, _), group in sorted(buckets.items()):
         started = time.time()
-        clips = _synthesize_group(group, duration, settings)
+        try:
+            clips = _synthesize_group(group, duration, settings)
+        except (ValueError, RuntimeError) as exc:
+            # A model error (bad shapes, out of memory) fails this bucket's items, not the run.
+            for item in group:
+                item.fail("synthesis", f"generation failed: {exc}")
+                attempts.append(
+                    attempt(
+                        run_id,
+                        "synthesis",
+                        item,
+                        status="failed",
+                        started_at=started,
+                        finished_at=time.time(),
+                        error=item.error,
+                    )
+                )
+            continue
         finished = time.time()
         for n, (item, clip) in enumerate(zip(group, clips, strict=True)):
             item_started, item_finished = batch_share(started, finished, n, len(group))

@@ -236,3 +236,13 @@ def test_s3_store_and_s3_inputs(dataset, tmp_path, s3_server):  # noqa: F811 - p
         assert row[key].startswith(f"s3://{bucket}/dubbing/outputs/")
         client.stat_object(bucket, row[key].removeprefix(f"s3://{bucket}/"))
     assert not (tmp_path / "w" / "artifacts").exists()
+
+
+def test_clips_shorter_than_a_second_are_generated_at_one_second_and_trimmed(tmp_path):
+    from flows.dub import dub_dataset
+
+    video = make_video(tmp_path / "short.mp4", duration=0.7)
+    result = dub_dataset(input=str(video), settings=_settings(tmp_path / "w"))
+    assert result["counts"] == {"succeeded": 1}, result["items"]
+    info = soundfile.info(str(_local(result["items"][0]["audio_uri"])))
+    assert abs(info.duration - 0.7) < 0.05
