@@ -192,7 +192,7 @@ def _open_lineage(workdir: Path):
     if not path.exists():
         console.print(f"[red]no lineage database at {path}[/]")
         raise typer.Exit(1)
-    return Lineage.open(path)
+    return Lineage.open(path, read_only=True)
 
 
 def _print_rows(title: str, rows: list[dict]) -> None:
@@ -214,11 +214,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """The run summary from lineage."""
-    lin = _open_lineage(workdir)
-    try:
+    with _open_lineage(workdir) as lin:
         rows = lin.run_summary(run_id)
-    finally:
-        lin.close()
     if as_json:
         sys.stdout.write(json.dumps(rows, default=str, indent=2) + "\n")
     else:
@@ -232,11 +229,8 @@ def lineage(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """The full history of one item: every stage attempt, state and artifact, across runs."""
-    lin = _open_lineage(workdir)
-    try:
+    with _open_lineage(workdir) as lin:
         history = lin.item_history(item)
-    finally:
-        lin.close()
     if as_json:
         sys.stdout.write(json.dumps(history, default=str, indent=2) + "\n")
         return
