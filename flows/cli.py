@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import sys
-import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +18,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from flows.embedded_api import embedded_prefect_api
 
 # Locals stay out of tracebacks: they would print S3 credentials.
 app = typer.Typer(
@@ -36,25 +37,6 @@ def _prepare_environment(workdir: Path) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     if "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
         os.environ["PREFECT_HOME"] = str(workdir / "prefect")
-
-
-@contextlib.contextmanager
-def _embedded_prefect_api():
-    """Start Prefect's embedded (temporary) API in the background while the models' code imports.
-
-    Only in embedded mode, when no PREFECT_API_URL names a server; the flow then finds it running.
-    """
-    if os.environ.get("PREFECT_API_URL"):
-        yield
-        return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    starter = threading.Thread(target=SubprocessASGIServer().start, name="prefect-embedded-api", daemon=True)
-    starter.start()
-    try:
-        yield
-    finally:
-        starter.join()
 
 
 def _settings(workdir: Path, **options):
@@ -140,10 +122,9 @@ def run(
 ) -> None:
     """Dub every video of INPUT. Exits 0 when the run completed, whatever individual items did."""
     _prepare_environment(workdir)
-    with _embedded_prefect_api():
+    with embedded_prefect_api() as api, _run_errors():
         from flows.dub import dub_dataset, new_run_id
 
-    with _run_errors():
         settings = _settings(
             workdir,
             preset=preset, weights=weights, store=store, device=device, precision=precision,
@@ -151,6 +132,8 @@ def run(
             cot={"url": cot_url, "model": cot_model, "prompt_version": cot_prompt, "start_server": start_cot_server},
             quality={"loudness_target_lufs": loudness_target, "max_regenerations": max_regenerations},
         )
+        if api:
+            api.wait_ready()
         with _progress_bar():
             result = dub_dataset(input=input, settings=settings, run_id=new_run_id())
     _print_outcome(result)
@@ -170,13 +153,14 @@ def reprocess(
 ) -> None:
     """Rerun failed (and rejected) items chosen from lineage, from the stage that failed."""
     _prepare_environment(workdir)
-    with _embedded_prefect_api():
+    with embedded_prefect_api() as api, _run_errors():
         from flows.reprocess import reprocess_failed
 
-    with _run_errors():
         settings = _settings(
             workdir, preset=preset, device=device, precision=precision, batch_size=batch_size, cot={}, quality={}
         )
+        if api:
+            api.wait_ready()
         with _progress_bar():
             result = reprocess_failed(
                 settings=settings, from_run=from_run, stage=stage, error_contains=error,
@@ -273,22 +257,24 @@ def demo(
     # Gradio reads these when it is imported: no telemetry, and its upload cache inside the work directory.
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ.setdefault("GRADIO_TEMP_DIR", str(workdir.resolve() / "gradio"))
-    with _embedded_prefect_api():
+    with embedded_prefect_api() as api:
         from flows.demo import serve
         from flows.demo_backend import DemoBackend
         from flows.demo_input import UploadLimits
 
-    with _run_errors():
-        settings = _settings(
-            workdir, preset=preset, weights=weights, device=device, precision=precision,
-            cot={"url": cot_url, "model": cot_model}, quality={},
-        )
-    limits = UploadLimits(max_duration_sec=max_duration_sec, max_upload_mb=max_upload_mb)
-    try:
-        serve(DemoBackend(settings=settings, limits=limits), port=port, share=share)
-    except OSError as exc:  # the port is taken
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        with _run_errors():
+            settings = _settings(
+                workdir, preset=preset, weights=weights, device=device, precision=precision,
+                cot={"url": cot_url, "model": cot_model}, quality={},
+            )
+        limits = UploadLimits(max_duration_sec=max_duration_sec, max_upload_mb=max_upload_mb)
+        if api:
+            api.wait_ready()
+        try:
+            serve(DemoBackend(settings=settings, limits=limits), port=port, share=share)
+        except OSError as exc:  # the port is taken
+            console.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(2) from None
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from storage import ArtifactStore, Lineage, open_store
 from tasks.config import PipelineSettings
-from thinksound.features.extractor import FEATURES_CODE_VERSION
+from thinksound.features.version import FEATURES_CODE_VERSION
 
 logger = logging.getLogger(__name__)
 

@@ -21,11 +21,10 @@ from thinksound.features.record import TextFeatures, VideoFeatures
 from thinksound.features.synchformer import Synchformer
 from thinksound.features.t5 import T5TextEncoder
 from thinksound.features.tiny import TINY_FORMAT, build_tiny
+from thinksound.features.version import FEATURES_CODE_VERSION
 from thinksound.features.video import DecodedClip
 from thinksound.features.weights import SYNCHFORMER_FILENAME, load_synchformer, source_identity
 
-# Bump when anything that changes feature values changes (transforms, frame selection, model code).
-FEATURES_CODE_VERSION = "1"
 DEFAULT_CLIP = "facebook/metaclip-h14-fullcc2.5b"
 DEFAULT_T5 = "google/t5-v1_1-xl"
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

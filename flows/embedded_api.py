@@ -1,0 +1,97 @@
+"""Prefect's embedded (temporary) API for runs without a Prefect server.
+
+It is the same app Prefect starts on its own in that case (uvicorn serving
+`prefect.server.api.server:create_app`, UI off, state in PREFECT_HOME), but started here, before the
+pipeline's code is imported, so that the server boots while the models' libraries import, and
+this process never imports the server side of Prefect. It lives exactly as long as the command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+STARTUP_TIMEOUT_S = 120.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedPrefectApi:
+    """One temporary Prefect API on 127.0.0.1, owned by this process."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/api"
+        package_dir = Path(importlib.util.find_spec("prefect").origin).parent
+        command = [
+            sys.executable, "-m", "uvicorn", "--app-dir", str(package_dir.parent), "--factory",
+            "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+            "--log-level", "error", "--lifespan", "on",
+        ]
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1"}
+        self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+
+    def wait_ready(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the embedded Prefect API exited with status {self.process.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"the embedded Prefect API did not answer within {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@contextlib.contextmanager
+def embedded_prefect_api() -> Iterator[EmbeddedPrefectApi | None]:
+    """Start the embedded API unless PREFECT_API_URL names a server; point this process at it.
+
+    Call before anything imports Prefect, since Prefect reads PREFECT_API_URL when it loads its
+    settings. Yields None when a server is configured.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        yield None
+        return
+    api = EmbeddedPrefectApi()
+    os.environ["PREFECT_API_URL"] = api.url
+    try:
+        yield api
+    finally:
+        _drain_prefect_services()
+        api.stop()
+        del os.environ["PREFECT_API_URL"]
+
+
+def _drain_prefect_services(timeout_s: float = 15.0) -> None:
+    """Send the logs and events Prefect still holds before their API goes away."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        service.drain_all(timeout=timeout_s)
