@@ -22,6 +22,8 @@ MANIFEST_SUFFIXES = {".csv", ".parquet"}
 # Durations are rounded up to this grid so that similar clips share a synthesis bucket; the audio is
 # trimmed back to the exact duration before publishing.
 DURATION_GRID_SEC = 0.25
+# The model's CLIP and sync lengths are 8 and 24 tokens per whole second: below 1 s they are empty.
+MIN_GENERATION_SEC = 1.0
 
 
 class ManifestError(ValueError):
@@ -118,10 +120,6 @@ def _segment_duration(item: WorkItem, video_duration: float, settings: PipelineS
     return duration
 
 
-# The model's CLIP and sync lengths are 8 and 24 tokens per whole second: below 1 s they are empty.
-MIN_GENERATION_SEC = 1.0
-
-
 def generation_duration(duration_sec: float) -> float:
     """The duration the generator runs at: the segment rounded up to the bucketing grid, and at least
     1 s (shorter clips repeat their last frame, as the original does, and the audio is trimmed back)."""
@@ -146,6 +144,9 @@ def ingest_one(item: WorkItem, settings: PipelineSettings, known_hashes: dict[st
         )
     except FileNotFoundError:
         item.fail("ingest", f"input not found: {item.source}")
+        return item
+    except ValueError as exc:  # an unusable location, e.g. an s3:// URI that names only a bucket
+        item.fail("ingest", str(exc))
         return item
     if local.stat().st_size == 0:
         item.fail("ingest", "empty file (0 bytes)")
