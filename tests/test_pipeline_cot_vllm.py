@@ -82,3 +82,24 @@ def test_unreachable_cot_server_stops_the_run_with_a_clear_error(tmp_path):
                 "--cot-url", "http://127.0.0.1:9/v1", "--cot-model", "nobody")
     assert done.returncode != 0
     assert "error" in done.stderr.lower()
+
+
+def test_start_cot_server_runs_a_local_vllm_for_the_run(vllm_server, tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    make_video(videos / "a.mp4", duration=1.0, size="64x64")
+    workdir = tmp_path / "w"
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", HF_HUB_OFFLINE="1")
+    done = subprocess.run(
+        [THINKSOUND, "run", str(videos), "--preset", "tiny", "--workdir", str(workdir), "--steps", "2",
+         "--start-cot-server", "--cot-model", vllm_server.model],
+        env=env, cwd=repo, capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with duckdb.connect(str(workdir / "lineage.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT cot_backend, cot_model FROM item_cot").fetchall()
+    assert rows == [("vllm", vllm_server.model)]
+    log = (workdir / "logs" / "vllm-server.log").read_text()
+    assert log.strip(), "the server's output is logged"
