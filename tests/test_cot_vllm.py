@@ -149,14 +149,16 @@ def test_over_budget_cots_fail_after_re_asks(vllm_server, media):
 
 def test_requests_overlap_on_the_server_and_stay_bounded(vllm_server, media):
     clip = media["clip"]
-    # On 2 cores the client's frame decoding competes with the server, so a tiny model may finish one
-    # request before the next arrives; the overlap is sampled from the server's gauges, over up to
-    # three batches. The exact in-flight bound is tested deterministically in test_cot_backend.py.
+    # With sampled frames the client decodes each clip before sending it, and on 2 cores a tiny model
+    # can answer before the next request is ready. Sending file:// URLs leaves the decoding to the
+    # server, so requests arrive together. The exact in-flight bound is tested deterministically in
+    # test_cot_backend.py; here the overlap is sampled from the server's gauges, over up to 3 batches.
     seen: list[float] = []
     for _ in range(3):
         poller = MetricsPoller(vllm_server.root_url, interval_s=0.005)
+        backend = make_backend(vllm_server, max_concurrency=4, max_retries=0, video_mode="video_url")
         with poller.watching():
-            results = make_backend(vllm_server, max_concurrency=4, max_retries=0).generate(requests_for(clip, 16))
+            results = backend.generate(requests_for(clip, 16))
         assert len(results) == 16
         assert max(poller.in_server) <= 4, "the backend must not send more than max_concurrency at once"
         seen += poller.in_server
