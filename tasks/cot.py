@@ -7,14 +7,11 @@ import json
 import time
 from collections import defaultdict
 
-from prefect import task
-from prefect.cache_policies import NONE
-
 from cot_prompts import CotRequest, CotResult, ProvidedBackend, VllmBackend, cot_cache_key, load_prompt
 from tasks import runtime
 from tasks.config import PipelineSettings
 from tasks.items import WorkItem, attempt, batch_share
-from tasks.retry import retry_on_transient
+from tasks.retry import stage_task
 
 
 def _make_backends(settings: PipelineSettings, prompt) -> tuple[ProvidedBackend, VllmBackend | None]:
@@ -65,14 +62,7 @@ def _request(item: WorkItem) -> CotRequest:
     )
 
 
-@task(
-    name="cot",
-    task_run_name="cot-{batch_id}",
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=retry_on_transient,
-    cache_policy=NONE,
-)
+@stage_task("cot")
 def write_cot(
     batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str
 ) -> list[WorkItem]:

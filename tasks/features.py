@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import time
 
-from prefect import task
-from prefect.cache_policies import NONE
-
 from tasks import runtime
 from tasks.config import PipelineSettings
 from tasks.ingest import generation_duration
 from tasks.items import WorkItem, attempt, batch_share, stable_hash
-from tasks.retry import retry_on_transient
+from tasks.retry import stage_task
 from thinksound.features import VideoDecodeError, decode_clip
 
 
@@ -67,14 +64,7 @@ def _encode_texts(items: list[WorkItem], settings: PipelineSettings) -> None:
         store.put_bytes(item.text_features_key, features.to_bytes())
 
 
-@task(
-    name="features",
-    task_run_name="features-{batch_id}",
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=retry_on_transient,
-    cache_policy=NONE,
-)
+@stage_task("features")
 def extract_features(
     batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str
 ) -> list[WorkItem]:

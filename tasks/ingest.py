@@ -8,14 +8,11 @@ import os
 import time
 from pathlib import Path
 
-from prefect import task
-from prefect.cache_policies import NONE
-
 from storage import SourceRow, fetch_input, sha256_file
 from tasks import runtime
 from tasks.config import MIN_CONDITIONING_SEC, PipelineSettings
 from tasks.items import WorkItem, attempt, item_identity
-from tasks.retry import retry_on_transient
+from tasks.retry import stage_task
 from thinksound.features import VideoDecodeError, probe_video
 
 MANIFEST_SUFFIXES = {".csv", ".parquet"}
@@ -169,14 +166,7 @@ def ingest_one(item: WorkItem, settings: PipelineSettings, known_hashes: dict[st
     return item
 
 
-@task(
-    name="ingest",
-    task_run_name="ingest-{batch_id}",
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=retry_on_transient,
-    cache_policy=NONE,
-)
+@stage_task("ingest")
 def ingest(batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str) -> list[WorkItem]:
     """Ingest a batch of sources and record each outcome in lineage."""
     lin = runtime.lineage(settings)

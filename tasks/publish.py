@@ -14,7 +14,7 @@ from tasks import runtime
 from tasks.config import PipelineSettings
 from tasks.items import WorkItem, attempt, jsonable
 from tasks.quality import SAMPLE_RATE, load_audio, thresholds
-from tasks.retry import retry_on_transient
+from tasks.retry import stage_task
 from tasks.synthesis import result_key
 from thinksound.media import MuxError, dubbed_container, mux_audio, wav_bytes
 from thinksound.quality import measure_after_gain, normalize_loudness
@@ -90,14 +90,7 @@ def _publish_one(item: WorkItem, settings: PipelineSettings, scratch: Path) -> N
     }
 
 
-@task(
-    name="publish",
-    task_run_name="publish-{batch_id}",
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=retry_on_transient,
-    cache_policy=NONE,
-)
+@stage_task("publish")
 def publish(batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str) -> list[WorkItem]:
     """Write the outputs of every item that passed its checks."""
     attempts, artifacts, published, metrics = [], [], [], {}

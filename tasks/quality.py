@@ -6,13 +6,11 @@ import io
 import time
 
 import numpy as np
-from prefect import task
-from prefect.cache_policies import NONE
 
 from tasks import runtime
 from tasks.config import PipelineSettings, QualitySettings
 from tasks.items import WorkItem, attempt
-from tasks.retry import retry_on_transient
+from tasks.retry import stage_task
 from thinksound.quality import QualityThresholds, badness, failed_checks, measure
 
 SAMPLE_RATE = 44100
@@ -55,14 +53,7 @@ def _assess(item: WorkItem, settings: PipelineSettings) -> None:
     item.rejection_reasons = list(best["reasons"])
 
 
-@task(
-    name="quality",
-    task_run_name="quality-{batch_id}",
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=retry_on_transient,
-    cache_policy=NONE,
-)
+@stage_task("quality")
 def check_quality(
     batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str
 ) -> list[WorkItem]:

@@ -7,14 +7,12 @@ import time
 from collections import defaultdict
 
 import numpy as np
-from prefect import task
-from prefect.cache_policies import NONE
 
 from tasks import runtime
 from tasks.config import PipelineSettings
 from tasks.ingest import generation_duration
 from tasks.items import WorkItem, attempt, batch_share, stable_hash
-from tasks.retry import retry_on_transient
+from tasks.retry import stage_task
 from thinksound import peak_normalize, synthesize
 from thinksound.features import Features, TextFeatures, VideoFeatures
 
@@ -74,14 +72,7 @@ def _synthesize_group(
     return [a[:, : round(i.duration_sec * sample_rate)] for a, i in zip(audio, items, strict=True)]
 
 
-@task(
-    name="synthesis",
-    task_run_name="synthesis-{batch_id}",
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=retry_on_transient,
-    cache_policy=NONE,
-)
+@stage_task("synthesis")
 def synthesize_batch(
     batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str
 ) -> list[WorkItem]:
