@@ -140,11 +140,17 @@ def reuse_published(
     for item in candidates:
         item.result_key = result_key(item, settings)
     published = lin.cache_get_many([f"published:{i.result_key}" for i in candidates])
-    attempts, artifacts = [], []
+    attempts, artifacts, recovered, recovered_metrics = [], [], [], {}
     for item in candidates:
         keys = _output_keys(item)
-        if f"published:{item.result_key}" not in published or not all(store.exists(k) for k in keys.values()):
+        if not all(store.exists(k) for k in keys.values()):
             continue
+        if f"published:{item.result_key}" not in published:
+            metrics = _metrics_from_published_record(store.get_bytes(keys["metrics"]))
+            if metrics is None:
+                continue
+            recovered_metrics[item.item_id] = metrics
+            recovered.append((f"published:{item.result_key}", "published", store.uri(keys["metrics"])))
         item.status, item.stage, item.cached = "succeeded", "publish", True
         item.audio_uri, item.video_uri, item.metrics_uri = (
             store.uri(keys[k]) for k in ("audio", "video", "metrics")
@@ -164,5 +170,25 @@ def reuse_published(
             )
         )
     lin.record_artifacts(artifacts)
+    lin.record_metrics_many(run_id, recovered_metrics)
+    lin.cache_put_many(recovered)
     lin.record_attempts(attempts)
     return items
+
+
+def _metrics_from_published_record(blob: bytes) -> dict[str, object] | None:
+    """The lineage metrics of an item whose files were published by a run killed before recording them.
+
+    The metrics file is written last, atomically, under a key derived from every input and parameter,
+    so its presence means the audio and video beside it are complete; an unreadable one means redo.
+    """
+    try:
+        record = json.loads(blob)
+        metrics = {
+            **record["qc_raw"],
+            **{f"final_{k}": v for k, v in record["final"].items()},
+            "loudness_gain_db": record["loudness_gain_db"],
+        }
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return {k: v for k, v in metrics.items() if v is None or isinstance(v, (int, float))}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -246,3 +247,37 @@ def test_clips_shorter_than_a_second_are_generated_at_one_second_and_trimmed(tmp
     assert result["counts"] == {"succeeded": 1}, result["items"]
     info = soundfile.info(str(_local(result["items"][0]["audio_uri"])))
     assert abs(info.duration - 0.7) < 0.05
+
+
+def test_outputs_written_before_a_crash_are_adopted_not_redone(dataset, tmp_path):
+    """A run killed after writing an item's files but before recording them in lineage loses nothing."""
+    from flows.dub import dub_dataset
+
+    clip = str(dataset / "portrait.mkv")
+    first = dub_dataset(input=clip, settings=_settings(tmp_path))
+    assert first["counts"] == {"succeeded": 1}
+    with duckdb.connect(str(tmp_path / "lineage.duckdb")) as con:
+        con.execute("DELETE FROM cache WHERE key LIKE 'published:%'")
+        con.execute("DELETE FROM metrics")
+
+    again = dub_dataset(input=clip, settings=_settings(tmp_path))
+    assert again["counts"] == {"succeeded": 1} and again["cached"] == 1
+    assert _count(tmp_path, "SELECT count(*) FROM stage_attempts WHERE stage = 'synthesis'") == 1
+    assert _count(tmp_path, "SELECT count(*) FROM cache WHERE key LIKE 'published:%'") == 1
+    assert _count(tmp_path, "SELECT count(*) FROM metrics WHERE run_id = ? AND name = 'final_loudness_lufs'",
+                  [again["run_id"]]) == 1
+
+
+def test_an_unreadable_metrics_file_from_a_crash_means_the_item_is_redone(dataset, tmp_path):
+    from flows.dub import dub_dataset
+
+    clip = str(dataset / "portrait.mkv")
+    first = dub_dataset(input=clip, settings=_settings(tmp_path))
+    with duckdb.connect(str(tmp_path / "lineage.duckdb")) as con:
+        con.execute("DELETE FROM cache WHERE key LIKE 'published:%'")
+    _local(first["items"][0]["metrics_uri"]).write_text("{not json")
+
+    again = dub_dataset(input=clip, settings=_settings(tmp_path))
+    assert again["counts"] == {"succeeded": 1} and again["cached"] == 0
+    assert _count(tmp_path, "SELECT count(*) FROM stage_attempts WHERE stage = 'synthesis'") == 2
+    assert json.loads(_local(again["items"][0]["metrics_uri"]).read_text())["item_id"]
