@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import copy_context
 
 from prefect.utilities.annotations import quote
 
@@ -34,10 +37,11 @@ def _chunks(items: Sequence[WorkItem], size: int) -> Iterator[list[WorkItem]]:
 
 
 class StageClock:
-    """Wall time spent per stage, for the run summary."""
+    """Wall time spent per stage, for the run summary; stages may run in several threads at once."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -47,13 +51,14 @@ class StageClock:
         try:
             yield
         finally:
-            self.seconds[name] += time.perf_counter() - started
+            with self._lock:
+                self.seconds[name] += time.perf_counter() - started
 
 
-def _generate_batch(
+def _check_batch(
     batch_id: str, batch: list[WorkItem], settings: PipelineSettings, run_id: str, clock: StageClock
 ) -> list[WorkItem]:
-    """The model stages for one batch: features, synthesis, checks (with regeneration), publishing."""
+    """The model stages for one batch: features, synthesis and checks, with regeneration."""
     with clock.stage("features"):
         batch = extract_features(batch_id, quote(batch), settings, run_id)
     with clock.stage("synthesis"):
@@ -71,8 +76,41 @@ def _generate_batch(
         by_source = {i.source: i for i in retried}
         batch = [by_source.get(i.source, i) for i in batch]
     settle(batch)
-    with clock.stage("publish"):
-        return publish(batch_id, quote(batch), settings, run_id)
+    return batch
+
+
+class _Publisher:
+    """Publishes one batch in a background thread while the next batch is computed.
+
+    Publishing is mostly FFmpeg muxing and storage writes, so it overlaps well with the model stages.
+    One batch at most is in flight: its outcome is settled before the next one starts, and `drain`
+    waits for it even when the run is failing, so that finished work is always committed.
+    """
+
+    def __init__(self, settings: PipelineSettings, run_id: str, clock: StageClock, outcomes: _Outcomes) -> None:
+        self.settings, self.run_id, self.clock, self.outcomes = settings, run_id, clock, outcomes
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish")
+        self._in_flight: Future[list[WorkItem]] | None = None
+
+    def _publish(self, batch_id: str, batch: list[WorkItem]) -> list[WorkItem]:
+        with self.clock.stage("publish"):
+            return publish(batch_id, quote(batch), self.settings, self.run_id)
+
+    def submit(self, batch_id: str, batch: list[WorkItem]) -> None:
+        self.drain()
+        # The copied context carries Prefect's flow run, so the task run belongs to this flow run.
+        self._in_flight = self._executor.submit(copy_context().run, self._publish, batch_id, batch)
+
+    def drain(self) -> None:
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            self.outcomes.settle(in_flight.result())
+
+    def close(self) -> None:
+        try:
+            self.drain()
+        finally:
+            self._executor.shutdown()
 
 
 class _Outcomes:
@@ -117,7 +155,7 @@ def process_items(
     Sources with the same work key (same bytes, segment and provided text) are computed once. The cheap
     stages (ingest, CoT, reuse of published results) run over large chunks, which lets vLLM batch many
     requests and makes a cached rerun a handful of task runs; the model stages run per batch, bucketed
-    by duration, and each batch is published as soon as it is done.
+    by duration, and each batch is published in the background while the next one is computed.
     """
     clock = StageClock()
     ingested: list[WorkItem] = []
@@ -138,6 +176,11 @@ def process_items(
         to_generate += [i for i in chunk if i.is_pending]
 
     to_generate.sort(key=lambda i: (generation_duration(i.duration_sec), i.position))
-    for n, batch in enumerate(_chunks(to_generate, settings.batch_size)):
-        outcomes.settle(_generate_batch(f"{run_id}-b{n:04d}", batch, settings, run_id, clock))
+    publisher = _Publisher(settings, run_id, clock, outcomes)
+    try:
+        for n, batch in enumerate(_chunks(to_generate, settings.batch_size)):
+            batch_id = f"{run_id}-b{n:04d}"
+            publisher.submit(batch_id, _check_batch(batch_id, batch, settings, run_id, clock))
+    finally:
+        publisher.close()
     return [outcomes.by_source[i.source] for i in ingested], dict(clock.seconds)

@@ -281,3 +281,20 @@ def test_an_unreadable_metrics_file_from_a_crash_means_the_item_is_redone(datase
     assert again["counts"] == {"succeeded": 1} and again["cached"] == 0
     assert _count(tmp_path, "SELECT count(*) FROM stage_attempts WHERE stage = 'synthesis'") == 2
     assert json.loads(_local(again["items"][0]["metrics_uri"]).read_text())["item_id"]
+
+
+def test_stage_task_runs_belong_to_the_flow_run_and_carry_the_batch_id(first_run):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    workdir, result = first_run
+    run_id = result["run_id"]
+    with duckdb.connect(str(workdir / "lineage.duckdb"), read_only=True) as con:
+        flow_run_id = con.execute("SELECT prefect_flow_run_id FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    names = {t.name for t in task_runs}
+    for stage in ("features", "synthesis", "quality", "publish"):
+        assert f"{stage}-{run_id}-b0000" in names, sorted(names)
+    assert f"ingest-{run_id}-ingest000" in names and f"cot-{run_id}-c000" in names, sorted(names)
+    assert all(t.state and t.state.is_completed() for t in task_runs), [(t.name, t.state) for t in task_runs]
