@@ -6,8 +6,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import pyloudnorm
-from scipy.signal import resample_poly
 
 SILENCE_FRAME_SEC = 0.05
 TRUE_PEAK_OVERSAMPLING = 4
@@ -30,6 +28,8 @@ def _db(value: float) -> float:
 
 def true_peak_dbtp(audio: np.ndarray, sample_rate: int) -> float:
     """Peak of the 4x oversampled signal (BS.1770 true peak), in dB relative to full scale."""
+    from scipy.signal import resample_poly  # imported here: scipy.signal alone takes ~0.7 s to import
+
     oversampled = resample_poly(audio, TRUE_PEAK_OVERSAMPLING, 1, axis=-1)
     return _db(float(np.max(np.abs(oversampled))) if oversampled.size else 0.0)
 
@@ -49,6 +49,8 @@ def integrated_loudness(audio: np.ndarray, sample_rate: int) -> float:
     """EBU R128 integrated loudness in LUFS (-inf for silence or clips shorter than one gate block)."""
     if audio.shape[-1] < int(0.4 * sample_rate):
         return -math.inf
+    import pyloudnorm  # imported here: it pulls in scipy.signal, which a fully cached rerun never needs
+
     return float(pyloudnorm.Meter(sample_rate).integrated_loudness(audio.T.astype(np.float64)))
 
 
