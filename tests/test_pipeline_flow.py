@@ -298,3 +298,35 @@ def test_stage_task_runs_belong_to_the_flow_run_and_carry_the_batch_id(first_run
         assert f"{stage}-{run_id}-b0000" in names, sorted(names)
     assert f"ingest-{run_id}-ingest000" in names and f"cot-{run_id}-c000" in names, sorted(names)
     assert all(t.state and t.state.is_completed() for t in task_runs), [(t.name, t.state) for t in task_runs]
+
+
+def test_a_run_interrupted_mid_batch_keeps_the_batch_being_published(dataset, tmp_path):
+    """The previous batch is still publishing in the background when the next one fails: it is kept."""
+    from flows.dub import dub_dataset
+    from flows.report import stage_listeners
+
+    folder = tmp_path / "two"
+    folder.mkdir()
+    shutil.copy(dataset / "walk.mp4", folder / "a.mp4")
+    shutil.copy(dataset / "portrait.mkv", folder / "b.mkv")
+    started: list[str] = []
+
+    def interrupt_second_batch(stage: str) -> None:
+        started.append(stage)
+        if started.count("features") == 2:
+            raise KeyboardInterrupt("operator stopped the run")
+
+    settings = _settings(tmp_path / "w").model_copy(update={"batch_size": 1})
+    stage_listeners.append(interrupt_second_batch)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            dub_dataset(input=str(folder), settings=settings)
+    finally:
+        stage_listeners.remove(interrupt_second_batch)
+    workdir = tmp_path / "w"
+    assert _count(workdir, "SELECT count(*) FROM cache WHERE key LIKE 'published:%'") == 1
+    assert [r["status"] for r in _status(workdir).values()].count("succeeded") == 1
+    assert _count(workdir, "SELECT count(*) FROM runs WHERE status = 'crashed'") == 1
+
+    again = dub_dataset(input=str(folder), settings=settings)
+    assert again["counts"] == {"succeeded": 2} and again["cached"] == 1
