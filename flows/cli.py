@@ -7,6 +7,7 @@ Prefect is imported only after the environment is set up, so its state lands in 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import sys
@@ -278,4 +279,9 @@ def demo(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        # The process is about to end: sparing the interpreter's final garbage collections the models'
+        # and libraries' objects saves ~0.6 s per command, a good part of a fully cached rerun.
+        gc.freeze()

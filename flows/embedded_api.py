@@ -79,11 +79,22 @@ def embedded_prefect_api() -> Iterator[EmbeddedPrefectApi | None]:
     api = EmbeddedPrefectApi()
     os.environ["PREFECT_API_URL"] = api.url
     try:
-        yield api
+        with _without_flow_heartbeats():
+            yield api
     finally:
         _drain_prefect_services()
         api.stop()
         del os.environ["PREFECT_API_URL"]
+
+
+@contextlib.contextmanager
+def _without_flow_heartbeats() -> Iterator[None]:
+    """Heartbeats let a server spot crashed flow runs; this API dies with the command, so here they
+    only cost time: the engine waits up to a second for the heartbeat thread at every flow run's end."""
+    from prefect.settings import temporary_settings
+
+    with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+        yield
 
 
 def _drain_prefect_services(timeout_s: float = 15.0) -> None:
