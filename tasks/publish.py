@@ -92,40 +92,46 @@ def _publish_one(item: WorkItem, settings: PipelineSettings, scratch: Path) -> N
 
 @stage_task("publish")
 def publish(batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str) -> list[WorkItem]:
-    """Write the outputs of every item that passed its checks."""
+    """Write the outputs of every item that passed its checks.
+
+    Items are recorded in lineage even when a later item of the batch raises: what is finished stays
+    finished, and a retry of the task skips them.
+    """
     attempts, artifacts, published, metrics = [], [], [], {}
     settings.scratch_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=settings.scratch_dir) as scratch:
-        for item in (i for i in items if i.is_pending and i.stage == "publish"):
-            started = time.time()
-            try:
-                _publish_one(item, settings, Path(scratch))
-                item.status = "succeeded"
-                artifacts += _artifact_rows(item, run_id)
-                metrics[item.item_id] = jsonable(item.metrics)
-                published.append((f"published:{item.result_key}", "published", item.metrics_uri))
-            except MuxError as exc:
-                item.fail("publish", str(exc))
-            attempts.append(
-                attempt(
-                    run_id,
-                    "publish",
-                    item,
-                    status="failed" if item.status == "failed" else "succeeded",
-                    input_hash=item.result_key,
-                    params={"loudness_target_lufs": settings.quality.loudness_target_lufs},
-                    started_at=started,
-                    finished_at=time.time(),
-                    error=item.error if item.status == "failed" else None,
-                    details={"audio_uri": item.audio_uri, "video_uri": item.video_uri},
+    try:
+        with tempfile.TemporaryDirectory(dir=settings.scratch_dir) as scratch:
+            for item in (i for i in items if i.is_pending and i.stage == "publish"):
+                started = time.time()
+                try:
+                    _publish_one(item, settings, Path(scratch))
+                    item.status = "succeeded"
+                    artifacts += _artifact_rows(item, run_id)
+                    metrics[item.item_id] = jsonable(item.metrics)
+                    published.append((f"published:{item.result_key}", "published", item.metrics_uri))
+                except MuxError as exc:
+                    item.fail("publish", str(exc))
+                attempts.append(
+                    attempt(
+                        run_id,
+                        "publish",
+                        item,
+                        status="failed" if item.status == "failed" else "succeeded",
+                        input_hash=item.result_key,
+                        params={"loudness_target_lufs": settings.quality.loudness_target_lufs},
+                        started_at=started,
+                        finished_at=time.time(),
+                        error=item.error if item.status == "failed" else None,
+                        details={"audio_uri": item.audio_uri, "video_uri": item.video_uri},
+                    )
                 )
-            )
-    lin = runtime.lineage(settings)
-    lin.record_artifacts(artifacts)
-    lin.record_metrics_many(run_id, metrics)
-    # Last: a result counts as published only once its files and lineage rows are all written.
-    lin.cache_put_many(published)
-    lin.record_attempts(attempts)
+    finally:
+        lin = runtime.lineage(settings)
+        lin.record_artifacts(artifacts)
+        lin.record_metrics_many(run_id, metrics)
+        # Last: a result counts as published only once its files and lineage rows are all written.
+        lin.cache_put_many(published)
+        lin.record_attempts(attempts)
     return items
 
 

@@ -330,3 +330,32 @@ def test_a_run_interrupted_mid_batch_keeps_the_batch_being_published(dataset, tm
 
     again = dub_dataset(input=str(folder), settings=settings)
     assert again["counts"] == {"succeeded": 2} and again["cached"] == 1
+
+
+def test_items_published_before_a_failure_in_the_same_batch_are_recorded(dataset, tmp_path):
+    from flows.dub import dub_dataset
+    from flows.report import stage_listeners
+    from storage import ArtifactNotFound
+
+    folder = tmp_path / "two"
+    folder.mkdir()
+    shutil.copy(dataset / "portrait.mkv", folder / "a_first.mkv")
+    shutil.copy(dataset / "walk.mp4", folder / "b_second.mp4")
+    # The result key depends only on the content and the settings: learn the second item's from a run alone.
+    alone = dub_dataset(input=str(folder / "b_second.mp4"), settings=_settings(tmp_path / "alone"))
+    second_key = _local(alone["items"][0]["metrics_uri"]).parent.name
+    workdir = tmp_path / "w"
+
+    def lose_second_raw_audio(stage: str) -> None:
+        if stage == "publish":
+            shutil.rmtree(workdir / "artifacts" / "work" / "audio" / second_key)
+
+    stage_listeners.append(lose_second_raw_audio)
+    try:
+        with pytest.raises(ArtifactNotFound):
+            dub_dataset(input=str(folder), settings=_settings(workdir))
+    finally:
+        stage_listeners.remove(lose_second_raw_audio)
+    assert _count(workdir, "SELECT count(*) FROM cache WHERE key LIKE 'published:%'") == 1
+    assert _count(workdir, "SELECT count(*) FROM stage_attempts WHERE stage = 'publish' AND status = 'succeeded'") == 1
+    assert _count(workdir, "SELECT count(DISTINCT item_id) FROM artifacts") == 1
