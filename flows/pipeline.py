@@ -91,6 +91,7 @@ class _Publisher:
         self.settings, self.run_id, self.clock, self.outcomes = settings, run_id, clock, outcomes
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish")
         self._in_flight: Future[list[WorkItem]] | None = None
+        self._in_flight_batch: list[WorkItem] = []
 
     def _publish(self, batch_id: str, batch: list[WorkItem]) -> list[WorkItem]:
         with self.clock.stage("publish"):
@@ -98,13 +99,21 @@ class _Publisher:
 
     def submit(self, batch_id: str, batch: list[WorkItem]) -> None:
         self.drain()
+        self._in_flight_batch = batch
         # The copied context carries Prefect's flow run, so the task run belongs to this flow run.
         self._in_flight = self._executor.submit(copy_context().run, self._publish, batch_id, batch)
 
     def drain(self) -> None:
         in_flight, self._in_flight = self._in_flight, None
-        if in_flight is not None:
-            self.outcomes.settle(in_flight.result())
+        if in_flight is None:
+            return
+        try:
+            published = in_flight.result()
+        except BaseException:
+            # The task updates the items in place: those it published before it failed are settled.
+            self.outcomes.settle([i for i in self._in_flight_batch if i.status == "succeeded"])
+            raise
+        self.outcomes.settle(published)
 
     def close(self) -> None:
         try:

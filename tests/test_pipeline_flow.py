@@ -359,3 +359,6 @@ def test_items_published_before_a_failure_in_the_same_batch_are_recorded(dataset
     assert _count(workdir, "SELECT count(*) FROM cache WHERE key LIKE 'published:%'") == 1
     assert _count(workdir, "SELECT count(*) FROM stage_attempts WHERE stage = 'publish' AND status = 'succeeded'") == 1
     assert _count(workdir, "SELECT count(DISTINCT item_id) FROM artifacts") == 1
+    status = _status(workdir)
+    assert status[str(folder / "a_first.mkv")]["status"] == "succeeded"
+    assert status[str(folder / "b_second.mp4")]["status"] == "failed"
