@@ -8,32 +8,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
-from transformers import AutoTokenizer, CLIPModel, PreTrainedTokenizerBase
+from transformers import CLIPModel
 
+from thinksound.features.pretrained import PretrainedEncoder
 from thinksound.features.record import TEXT_LENGTH
 
 
-class MetaClipEncoder:
+class MetaClipEncoder(PretrainedEncoder):
     """A loaded ``CLIPModel`` plus its tokenizer, on one device and dtype."""
 
-    def __init__(
-        self, *, model: CLIPModel, tokenizer: PreTrainedTokenizerBase, device: torch.device, dtype: torch.dtype
-    ) -> None:
-        self.model = model.to(device=device, dtype=dtype).eval()
-        self.tokenizer = tokenizer
-        self.device = device
-        self.dtype = dtype
-
-    @classmethod
-    def from_pretrained(
-        cls, name_or_path: str | Path, *, device: torch.device, dtype: torch.dtype, local_files_only: bool = False
-    ) -> MetaClipEncoder:
-        model = CLIPModel.from_pretrained(str(name_or_path), dtype=dtype, local_files_only=local_files_only)
-        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), local_files_only=local_files_only)
-        return cls(model=model, tokenizer=tokenizer, device=device, dtype=dtype)
+    model_class = CLIPModel
+    model: CLIPModel
 
     @property
     def image_dim(self) -> int:

@@ -7,37 +7,18 @@ report how many tokens the text had before truncation, so the CoT stage can reac
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5EncoderModel
+from transformers import T5EncoderModel
 
+from thinksound.features.pretrained import PretrainedEncoder
 from thinksound.features.record import TEXT_LENGTH
 
 
-class T5TextEncoder:
+class T5TextEncoder(PretrainedEncoder):
     """A loaded ``T5EncoderModel`` plus its tokenizer, on one device and dtype."""
 
-    def __init__(
-        self,
-        *,
-        model: T5EncoderModel,
-        tokenizer: PreTrainedTokenizerBase,
-        device: torch.device,
-        dtype: torch.dtype,
-    ) -> None:
-        self.model = model.to(device=device, dtype=dtype).eval()
-        self.tokenizer = tokenizer
-        self.device = device
-        self.dtype = dtype
-
-    @classmethod
-    def from_pretrained(
-        cls, name_or_path: str | Path, *, device: torch.device, dtype: torch.dtype, local_files_only: bool = False
-    ) -> T5TextEncoder:
-        model = T5EncoderModel.from_pretrained(str(name_or_path), dtype=dtype, local_files_only=local_files_only)
-        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), local_files_only=local_files_only)
-        return cls(model=model, tokenizer=tokenizer, device=device, dtype=dtype)
+    model_class = T5EncoderModel
+    model: T5EncoderModel
 
     @property
     def dim(self) -> int:
