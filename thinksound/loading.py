@@ -2,7 +2,9 @@
 identity for cache keys.
 
 Files are read with ``weights_only=True`` (or as safetensors) and mapped into memory where the format
-allows it, so that assigning them to a model built on the meta device never holds two copies.
+allows it, so that assigning them to a model built on the meta device never holds two copies. Objects
+of untrusted classes in a checkpoint (a Lightning checkpoint's hyper-parameters, say) load as inert
+placeholders (``safe_pickle``); only the tensors of its ``state_dict`` are used.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
+
+from thinksound.safe_pickle import load_untrusted
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +46,20 @@ def resolve_file(source: str | Path, filename: str, *, revision: str | None = No
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read a state dict from .safetensors or a torch pickle (weights_only, memory-mapped).
 
-    A Lightning checkpoint's ``state_dict`` entry is returned when present.
+    A (Lightning) checkpoint's ``state_dict`` entry is returned when present; everything else in the
+    file (optimizer states, hyper-parameters, callbacks) is dropped.
     """
     path = Path(path)
     if path.suffix == ".safetensors":
         # pread straight into the tensors: one copy, and no file mapping that would count twice.
         return load_file(str(path), backend="pread")
     try:
-        obj = _torch_load(path)
+        obj = load_untrusted(path)
     except Exception as exc:
         raise ValueError(
-            f"{path} cannot be read with weights_only=True ({exc}). Lightning checkpoints that pickle "
-            "custom objects must be converted once to a plain state dict or safetensors by a trusted tool."
+            f"{path} cannot be read with weights_only=True ({_unpickling_reason(exc)}). Checkpoints that "
+            "pickle objects of blocked modules (os, sys), or custom objects in the legacy format, must be "
+            "converted once to a plain state dict or safetensors by a trusted tool."
         ) from exc
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
@@ -62,14 +68,11 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     return dict(obj)
 
 
-def _torch_load(path: Path) -> object:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as exc:
-        # Files in the legacy (pre-zip) format cannot be memory-mapped; read them whole.
-        if "mmap" not in str(exc):
-            raise
-        return torch.load(path, map_location="cpu", weights_only=True)
+def _unpickling_reason(exc: Exception) -> str:
+    # torch's message wraps the reason in advice to retry with weights_only=False: keep only the reason.
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    reasons = [line for line in lines if "GLOBAL" in line or "Unsupported" in line or "Can only" in line]
+    return (reasons or lines or [type(exc).__name__])[0]
 
 
 def strip_prefix(state_dict: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 
 from thinksound.features.synchformer import VFEAT_PREFIX, Synchformer
+from thinksound.loading import read_state_dict
 
 HUB_FILE_SCHEME = "hf://"
 SYNCHFORMER_FILENAME = "synchformer_state_dict.pth"
@@ -107,9 +107,7 @@ def load_synchformer(
     if path.suffix == ".safetensors":
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    state = read_state_dict(path)
     state = {k: v for k, v in state.items() if k.startswith(VFEAT_PREFIX)}
     if f"{VFEAT_PREFIX}cls_token" not in state:
         raise ValueError(f"{path}: no {VFEAT_PREFIX}* keys; not a Synchformer checkpoint")
