@@ -47,11 +47,11 @@ def _settings(workdir: Path, **options):
     quality_options = {k: v for k, v in options.pop("quality").items() if v is not None}
     return PipelineSettings(
         workdir=str(workdir),
+        # Where S3 is, never the credentials: settings are flow parameters, which Prefect stores.
         s3=S3Settings(
             endpoint=os.environ.get("THINKSOUND_S3_ENDPOINT"),
-            access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
-            secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
             secure=os.environ.get("THINKSOUND_S3_SECURE", "").lower() in {"1", "true", "yes"},
+            credentials_block=os.environ.get("THINKSOUND_S3_CREDENTIALS_BLOCK"),
         ),
         cot=CotSettings(**cot_options),
         quality=QualitySettings(**quality_options),

@@ -68,7 +68,7 @@ def run_sources(
     lin.start_run(
         run_id,
         input=input_label,
-        params=settings.model_dump(mode="json", exclude={"s3": {"access_key", "secret_key"}}),
+        params=settings.model_dump(mode="json"),
         prefect_flow_run_id=str(flow_run.id) if flow_run.id else None,
         code_version=PIPELINE_VERSION,
     )

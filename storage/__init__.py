@@ -7,7 +7,7 @@ from storage.keys import content_key, sha256_bytes, sha256_file, validate_key
 from storage.lineage import Lineage, LineageLocked
 from storage.lineage_records import Attempt, CotRecord, SourceRow, StateUpdate
 from storage.local_store import LocalStore
-from storage.s3_store import S3Config, S3Store
+from storage.s3_store import S3Config, S3Store, is_s3_uri
 
 __all__ = [
     "ArtifactNotFound",
@@ -26,6 +26,7 @@ __all__ = [
     "TransientStorageError",
     "content_key",
     "fetch_input",
+    "is_s3_uri",
     "is_transient",
     "open_store",
     "read_source",

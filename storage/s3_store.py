@@ -60,6 +60,10 @@ class S3Config:
             raise ValueError(f"part_size must be at least {_MIN_PART} bytes (S3 minimum)")
 
 
+def is_s3_uri(location: str) -> bool:
+    return str(location).startswith("s3://")
+
+
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     """Split `s3://bucket/some/prefix` into ("bucket", "some/prefix")."""
     if not uri.startswith("s3://"):

@@ -46,20 +46,36 @@ class CotSettings(BaseModel):
 
 
 class S3Settings(BaseModel):
-    """Connection to a MinIO / S3 endpoint; only used when the store is an s3:// URI."""
+    """Where the S3 (MinIO) server is; only used when the store or an input is an s3:// URI.
+
+    Settings are flow parameters, which Prefect stores and shows in its UI, so they never hold
+    credentials: those are resolved where the store is opened (`tasks.s3_access`), from the worker's
+    environment or from the Prefect `Secret` block named here.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     endpoint: str | None = None
-    access_key: str | None = Field(None, repr=False)
-    secret_key: str | None = Field(None, repr=False)
     secure: bool = False
+    credentials_block: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_credentials(cls, data: object) -> object:
+        if isinstance(data, dict) and {"access_key", "secret_key"} & data.keys():
+            raise ValueError(
+                "S3 credentials do not belong in settings (Prefect stores them): set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY in the worker's environment, or name a Prefect Secret block in "
+                "s3.credentials_block"
+            )
+        return data
 
 
 class PipelineSettings(BaseModel):
     """Everything a dubbing run needs; flows take it as one parameter so the UI shows it whole."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # A validation error must not echo a refused secret into a log.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     workdir: str
     preset: Literal["tiny", "thinksound"] = "tiny"

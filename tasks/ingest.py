@@ -13,6 +13,7 @@ from tasks import runtime
 from tasks.config import MIN_CONDITIONING_SEC, PipelineSettings
 from tasks.items import WorkItem, attempt, item_identity
 from tasks.retry import stage_task
+from tasks.s3_access import is_s3_uri, s3_config
 from thinksound.features import VideoDecodeError, probe_video
 
 MANIFEST_SUFFIXES = {".csv", ".parquet"}
@@ -131,14 +132,9 @@ def ingest_one(item: WorkItem, settings: PipelineSettings, known_hashes: dict[st
     new digests are added to it.
     """
     try:
-        local = fetch_input(
-            item.fetch_location,
-            settings.scratch_dir / "inputs",
-            s3_endpoint=settings.s3.endpoint,
-            access_key=settings.s3.access_key,
-            secret_key=settings.s3.secret_key,
-            secure=settings.s3.secure,
-        )
+        location = item.fetch_location
+        s3 = s3_config(settings.s3) if is_s3_uri(location) else None
+        local = fetch_input(location, settings.scratch_dir / "inputs", s3=s3)
     except FileNotFoundError:
         item.fail("ingest", f"input not found: {item.source}")
         return item

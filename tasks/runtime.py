@@ -13,6 +13,7 @@ from pathlib import Path
 
 from storage import ArtifactStore, Lineage, open_store
 from tasks.config import PipelineSettings
+from tasks.s3_access import is_s3_uri, s3_config
 from thinksound.features.version import FEATURES_CODE_VERSION
 
 logger = logging.getLogger(__name__)
@@ -49,13 +50,7 @@ def store(settings: PipelineSettings) -> ArtifactStore:
     target = settings.store_target
     with _lock:
         if target not in _stores:
-            _stores[target] = open_store(
-                target,
-                s3_endpoint=settings.s3.endpoint,
-                access_key=settings.s3.access_key,
-                secret_key=settings.s3.secret_key,
-                secure=settings.s3.secure,
-            )
+            _stores[target] = open_store(target, s3=s3_config(settings.s3) if is_s3_uri(target) else None)
         return _stores[target]
 
 

@@ -63,8 +63,17 @@ def _pick_ports(count: int) -> list[int]:
 class SeaweedS3:
     """One `weed mini` process bound to 127.0.0.1 with its own data directory and ports."""
 
-    def __init__(self, *, data_dir: Path, startup_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        startup_timeout_s: float = 60.0,
+        access_key: str = ACCESS_KEY,
+        secret_key: str = SECRET_KEY,
+    ) -> None:
         self.data_dir = data_dir
+        self.access_key = access_key
+        self.secret_key = secret_key
         self.startup_timeout_s = startup_timeout_s
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -76,14 +85,14 @@ class SeaweedS3:
 
     def config(self, **overrides: object) -> S3Config:
         fields: dict[str, object] = dict(
-            endpoint=self.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False,
+            endpoint=self.endpoint, access_key=self.access_key, secret_key=self.secret_key, secure=False,
             retries=1, backoff_s=0.05, connect_timeout_s=5.0, read_timeout_s=30.0, part_size=5 * 1024 * 1024,
         )
         fields.update(overrides)
         return S3Config(**fields)  # type: ignore[arg-type]
 
     def client(self) -> Minio:
-        return Minio(self.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False)
+        return Minio(self.endpoint, access_key=self.access_key, secret_key=self.secret_key, secure=False)
 
     def start(self, attempts: int = 3) -> None:
         last_error = ""
@@ -108,7 +117,7 @@ class SeaweedS3:
             "-master.telemetry=false", "-master.volumeSizeLimitMB=64",
             f"-filer.localSocket={self.data_dir / 'filer.sock'}", f"-s3.localSocket={self.data_dir / 's3.sock'}",
         ]
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.data_dir, start_new_session=True
@@ -118,7 +127,7 @@ class SeaweedS3:
     def _wait_ready(self) -> None:
         assert self.process is not None
         deadline = time.monotonic() + self.startup_timeout_s
-        client = Minio(self.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False)
+        client = self.client()
         probe = f"ready-{uuid.uuid4().hex[:8]}"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

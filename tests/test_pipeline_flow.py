@@ -214,7 +214,7 @@ def test_manifest_with_captions_segments_and_cot(dataset, tmp_path, suffix):
     assert duration == pytest.approx((1.0, 0.2))
 
 
-def test_s3_store_and_s3_inputs(dataset, tmp_path, s3_server):  # noqa: F811 - pytest fixture argument
+def test_s3_store_and_s3_inputs(dataset, tmp_path, s3_server, monkeypatch):  # noqa: F811 - pytest fixture argument
     from flows.dub import dub_dataset
     from tasks.config import S3Settings
 
@@ -225,11 +225,9 @@ def test_s3_store_and_s3_inputs(dataset, tmp_path, s3_server):  # noqa: F811 - p
     uri = f"s3://{bucket}/incoming/walk.mp4"
     manifest = _write_manifest(tmp_path / "m.csv", [{"video": uri, "caption": "steps"}])
     config = s3_server.config()
-    settings = _settings(
-        tmp_path / "w",
-        store=f"s3://{bucket}/dubbing",
-        s3=S3Settings(endpoint=config.endpoint, access_key=config.access_key, secret_key=config.secret_key),
-    )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", config.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", config.secret_key)
+    settings = _settings(tmp_path / "w", store=f"s3://{bucket}/dubbing", s3=S3Settings(endpoint=config.endpoint))
     result = dub_dataset(input=str(manifest), settings=settings)
     assert result["counts"] == {"succeeded": 1}
     row = _status(tmp_path / "w")[uri]
