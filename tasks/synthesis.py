@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import time
 from collections import defaultdict
 
@@ -16,6 +17,10 @@ from tasks.retry import stage_task
 from thinksound import peak_normalize, synthesize
 from thinksound.features import Features, TextFeatures, VideoFeatures
 
+# Part of every result key: bump it when the stage's output changes for the same inputs
+# (2: the audio covers the whole clip, see `covering_duration`).
+SYNTHESIS_CODE_VERSION = "2"
+
 
 def item_seed(base_seed: int, item_id: str, generation: int) -> int:
     """Each item's noise seed depends on the item and attempt only, never on its batch neighbours."""
@@ -25,6 +30,7 @@ def item_seed(base_seed: int, item_id: str, generation: int) -> int:
 def result_key(item: WorkItem, settings: PipelineSettings) -> str:
     """Identity of a published result: the video segment, its text and everything that shapes the audio."""
     return stable_hash(
+        SYNTHESIS_CODE_VERSION,
         item.item_id,
         item.caption,
         item.caption_cot,
@@ -51,6 +57,18 @@ def _npy_bytes(audio: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def covering_duration(sample_rate: int, hop: int, latent_len: int, duration_sec: float) -> float:
+    """The duration to ask the generator for so that its audio covers `duration_sec` entirely.
+
+    The latent count follows predict.py's rounding, so it can fall up to half a VAE hop short (a 2.0 s
+    clip gets 43 hops, 88,064 samples for 88,200): one more latent frame covers it, and the audio is
+    trimmed back. The model maths stays the original's; only the requested length grows.
+    """
+    if latent_len * hop >= math.ceil(duration_sec * sample_rate - 1e-6):
+        return duration_sec
+    return duration_sec + hop / sample_rate
+
+
 def _synthesize_group(
     items: list[WorkItem], duration_sec: float, settings: PipelineSettings
 ) -> list[np.ndarray]:
@@ -58,18 +76,19 @@ def _synthesize_group(
     batch = Features.collate([_features(i, settings) for i in items])
     for item in items:
         item.seed = item_seed(settings.seed, item.item_id, item.generation)
+    config = gen.config
+    latent_len, _, _ = config.seq_lengths(duration_sec)
     audio = synthesize(
         gen,
         batch,
-        duration_sec=duration_sec,
+        duration_sec=covering_duration(config.sample_rate, config.downsampling_ratio, latent_len, duration_sec),
         seeds=[i.seed for i in items],
         steps=settings.steps,
         cfg_scale=settings.cfg_scale,
         precision=settings.precision,
     )
     audio = peak_normalize(audio).float().cpu().numpy()
-    sample_rate = gen.config.sample_rate
-    return [a[:, : round(i.duration_sec * sample_rate)] for a, i in zip(audio, items, strict=True)]
+    return [a[:, : round(i.duration_sec * config.sample_rate)] for a, i in zip(audio, items, strict=True)]
 
 
 @stage_task("synthesis")

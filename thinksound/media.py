@@ -40,6 +40,9 @@ def mux_audio(
 ) -> Path:
     """Copy the video stream of the segment and add the new audio as AAC; the old audio is dropped.
 
+    The audio is exactly the segment's duration, so every video frame is kept: no `-shortest`, which
+    dropped the last frame whenever the audio ended a few milliseconds early.
+
     With stream copy FFmpeg can only cut at keyframes, so a segment that starts mid-video may begin up
     to one GOP early; the audio is aligned to the cut that FFmpeg makes.
     """
@@ -67,7 +70,6 @@ def mux_audio(
         "aac",
         "-b:a",
         "192k",
-        "-shortest",
         str(out_path),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
