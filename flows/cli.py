@@ -21,12 +21,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flows.embedded_api import embedded_prefect_api
+from flows.weights_cli import app as weights_app
 
 # Locals stay out of tracebacks: they would print S3 credentials.
 app = typer.Typer(
     help="ThinkSound dubbing pipeline: give silent videos a soundtrack, at dataset scale.",
     pretty_exceptions_show_locals=False,
 )
+app.add_typer(weights_app, name="weights")
 console = Console(stderr=True)
 
 Workdir = Annotated[Path, typer.Option("--workdir", "-w", help="Lineage, local artifacts and Prefect state.")]
