@@ -5,7 +5,8 @@ to a directory with ``save_pretrained`` so that the real loading path (``from_pr
 is what tests and demos exercise. Their outputs are noise: they only have the right shapes.
 
 Widths: MetaCLIP image projection 64, MetaCLIP text hidden 64 and projection 64, T5 d_model 64,
-Synchformer embed 64 / depth 2 / heads 4 (full 224 px input, 16 px patches). Text length stays 77.
+Synchformer embed 64 / depth 2 / heads 4 (full 224 px input, 16 px patches); its file also holds an audio
+branch and sync head of the same width and depth (DeSync, ``thinksound.qc``). Text length stays 77.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, T5Config, T5Encod
 
 from thinksound.features.record import TEXT_LENGTH
 from thinksound.features.synchformer import Synchformer
+from thinksound.qc.desync import SyncScorer
+from thinksound.qc.sync_audio import AudioBranchConfig
+from thinksound.qc.sync_head import SyncHeadConfig
 
 TINY_FORMAT = "tiny-v1"
 
@@ -78,6 +82,15 @@ def _reinit_(module: nn.Module, generator: torch.Generator) -> None:
             p.copy_(noise + 1.0 if name in gains else noise)
 
 
+def _tiny_sync_scorer(cfg: TinyConfig) -> SyncScorer:
+    w = cfg.width
+    with torch.random.fork_rng(devices=[]):
+        return SyncScorer(
+            audio=AudioBranchConfig(hidden=w, layers=cfg.sync_depth, heads=cfg.sync_heads, intermediate=4 * w),
+            head=SyncHeadConfig(width=w, visual_dim=w, audio_dim=w, layers=cfg.sync_depth, heads=cfg.sync_heads),
+        ).eval()
+
+
 def build_tiny(directory: str | Path, *, seed: int = 0, config: TinyConfig | None = None) -> TinyPaths:
     """Write tiny CLIP (dir), T5 (dir) and Synchformer (safetensors) under ``directory``."""
     cfg = config or TinyConfig()
@@ -131,16 +144,22 @@ def build_tiny(directory: str | Path, *, seed: int = 0, config: TinyConfig | Non
         sync = Synchformer(embed_dim=cfg.width, depth=cfg.sync_depth, num_heads=cfg.sync_heads).eval()
     for model in (clip, t5, sync):
         _reinit_(model, gen)
+    # The rest of the whole Synchformer (audio branch, sync head), drawn from its own stream so that
+    # the visual branch's values stay what they were before it was added.
+    scorer = _tiny_sync_scorer(cfg)
+    _reinit_(scorer, torch.Generator().manual_seed(seed + 2))
 
     clip.save_pretrained(paths.clip)
     clip_tok.save_pretrained(paths.clip)
     t5.save_pretrained(paths.t5)
     t5_tok.save_pretrained(paths.t5)
-    save_file(sync.state_dict(), str(paths.synchformer), metadata={
+    save_file({**sync.state_dict(), **scorer.state_dict()}, str(paths.synchformer), metadata={
             "format": TINY_FORMAT,
             "seed": str(seed),
             "embed_dim": str(cfg.width),
             "depth": str(cfg.sync_depth),
             "num_heads": str(cfg.sync_heads),
+            "ast_heads": str(cfg.sync_heads),
+            "sync_head_heads": str(cfg.sync_heads),
         })
     return paths
