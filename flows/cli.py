@@ -22,6 +22,7 @@ from rich.table import Table
 
 from flows.embedded_api import embedded_prefect_api
 from flows.weights_cli import app as weights_app
+from flows.weights_cli import preflight_or_exit
 
 # Locals stay out of tracebacks: they would print S3 credentials.
 app = typer.Typer(
@@ -59,6 +60,16 @@ def _settings(workdir: Path, **options):
         quality=QualitySettings(**quality_options),
         **{k: v for k, v in options.items() if v is not None},
     )
+
+
+@contextlib.contextmanager
+def _invalid_settings():
+    """Settings are checked before Prefect or the models load: a bad option costs no start-up time."""
+    try:
+        yield
+    except ValidationError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
 
 
 @contextlib.contextmanager
@@ -125,9 +136,7 @@ def run(
 ) -> None:
     """Dub every video of INPUT. Exits 0 when the run completed, whatever individual items did."""
     _prepare_environment(workdir)
-    with embedded_prefect_api() as api, _run_errors():
-        from flows.dub import dub_dataset, new_run_id
-
+    with _invalid_settings():
         settings = _settings(
             workdir,
             preset=preset, weights=weights, store=store, device=device, precision=precision,
@@ -135,6 +144,10 @@ def run(
             cot={"url": cot_url, "model": cot_model, "prompt_version": cot_prompt, "start_server": start_cot_server},
             quality={"loudness_target_lufs": loudness_target, "max_regenerations": max_regenerations},
         )
+    settings = preflight_or_exit(settings, workdir)
+    with embedded_prefect_api() as api, _run_errors():
+        from flows.dub import dub_dataset, new_run_id
+
         if api:
             api.wait_ready()
         with _progress_bar():
@@ -156,12 +169,14 @@ def reprocess(
 ) -> None:
     """Rerun failed (and rejected) items chosen from lineage, from the stage that failed."""
     _prepare_environment(workdir)
-    with embedded_prefect_api() as api, _run_errors():
-        from flows.reprocess import reprocess_failed
-
+    with _invalid_settings():
         settings = _settings(
             workdir, preset=preset, device=device, precision=precision, batch_size=batch_size, cot={}, quality={}
         )
+    settings = preflight_or_exit(settings, workdir)
+    with embedded_prefect_api() as api, _run_errors():
+        from flows.reprocess import reprocess_failed
+
         if api:
             api.wait_ready()
         with _progress_bar():
@@ -260,16 +275,17 @@ def demo(
     # Gradio reads these when it is imported: no telemetry, and its upload cache inside the work directory.
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ.setdefault("GRADIO_TEMP_DIR", str(workdir.resolve() / "gradio"))
+    with _invalid_settings():
+        settings = _settings(
+            workdir, preset=preset, weights=weights, device=device, precision=precision,
+            cot={"url": cot_url, "model": cot_model}, quality={},
+        )
+    settings = preflight_or_exit(settings, workdir)
     with embedded_prefect_api() as api:
         from flows.demo import serve
         from flows.demo_backend import DemoBackend
         from flows.demo_input import UploadLimits
 
-        with _run_errors():
-            settings = _settings(
-                workdir, preset=preset, weights=weights, device=device, precision=precision,
-                cot={"url": cot_url, "model": cot_model}, quality={},
-            )
         limits = UploadLimits(max_duration_sec=max_duration_sec, max_upload_mb=max_upload_mb)
         if api:
             api.wait_ready()

@@ -16,7 +16,7 @@ from cot_prompts import VllmServer
 from cot_prompts.server import CPU_SERVER_ARGS, CPU_SERVER_ENV
 from flows.pipeline import process_items
 from flows.report import publish_report, publish_summary
-from tasks import runtime
+from tasks import preflight, runtime
 from tasks.config import PipelineSettings
 from tasks.ingest import list_sources
 from tasks.items import WorkItem, jsonable
@@ -64,6 +64,7 @@ def run_sources(
 ) -> dict[str, object]:
     """Run the pipeline over the items as one lineage run; returns a small summary."""
     logger = get_run_logger()
+    settings = preflight.require(settings)  # a worker checks its models before it records the run
     lin = runtime.lineage(settings)
     lin.start_run(
         run_id,

@@ -101,3 +101,20 @@ def lock_command(lock: LockOption = DEFAULT_LOCK) -> None:
     locked = lock_from_hub(_read_lock(lock), report=console.print)
     locked.write(lock)
     console.print(f"wrote {lock}")
+
+
+def preflight_or_exit(settings, workdir: Path):
+    """The settings with every model of the preset found, before any item is touched; otherwise one
+    line per missing part and the fetch command on the terminal, the detail in WORKDIR/logs/, exit 2."""
+    from tasks.preflight import WeightsMissing, require
+
+    try:
+        return require(settings, offline=hub_offline())
+    except WeightsMissing as exc:
+        log = workdir / "logs" / "preflight.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("\n".join([*exc.lines, "", *exc.detail]) + "\n")
+        for line in exc.lines:
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        console.print(f"details: {log}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
