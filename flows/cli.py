@@ -40,7 +40,11 @@ def _prepare_environment(workdir: Path) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     if "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
-        os.environ["PREFECT_HOME"] = str(workdir / "prefect")
+        home = workdir / "prefect"
+        # Prefect's database holds every flow's parameters and logs: readable by this account only.
+        home.mkdir(mode=0o700, exist_ok=True)
+        home.chmod(0o700)
+        os.environ["PREFECT_HOME"] = str(home)
 
 
 def _settings(workdir: Path, **options):
@@ -282,7 +286,7 @@ def demo(
         )
     settings = preflight_or_exit(settings, workdir)
     with embedded_prefect_api() as api:
-        from flows.demo import serve
+        from flows.demo import HOST, serve
         from flows.demo_backend import DemoBackend
         from flows.demo_input import UploadLimits
 
@@ -290,10 +294,15 @@ def demo(
         if api:
             api.wait_ready()
         try:
-            serve(DemoBackend(settings=settings, limits=limits), port=port, share=share)
+            app = serve(DemoBackend(settings=settings, limits=limits), port=port, share=share, block=False)
         except OSError as exc:  # the port is taken
             console.print(f"[red]error:[/] {exc}")
             raise typer.Exit(2) from None
+        # Gradio's own banner is off (with its tips and links); the address is what a user needs.
+        typer.echo(f"Running on http://{HOST}:{port}")
+        if app.share_url:
+            typer.echo(f"Public share link: {app.share_url}")
+        app.block_thread()
 
 
 def main() -> None:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 import gradio as gr
+from gradio.processing_utils import save_file_to_cache
+from gradio.utils import get_upload_folder
 
 from flows.demo_backend import STAGE_LABELS, TINY_NOTICE, DemoBackend, GenerationRequest
 from flows.demo_input import MEGABYTE, InputRejected
@@ -77,14 +80,40 @@ def _generate_handler(backend: DemoBackend):
         used_cot = str(outcome.item.get("caption_cot") or "") or caption_cot
         return (
             outcome.message,
-            str(outcome.video_path) if outcome.video_path else None,
-            str(outcome.audio_path) if outcome.audio_path else None,
+            _served_copy(outcome.video_path),
+            _served_copy(outcome.audio_path),
             used_cot,
             outcome.spectrogram,
             outcome.metrics,
         )
 
     return generate
+
+
+def _served_copy(path: Path | None) -> str | None:
+    """A copy of a published file in Gradio's own cache, the only folder the app serves files from.
+
+    The work directory (lineage, Prefect's state, the upload store, every other output) is never
+    served: anyone who can reach the app could fetch any file in it by path.
+    """
+    if path is None:
+        return None
+    return save_file_to_cache(path, str(get_upload_folder()))
+
+
+def private_paths(backend: DemoBackend) -> list[str]:
+    """What the app must never serve, even if a later change allowed a folder above it."""
+    workdir = backend.settings.workdir_path
+    lineage = backend.settings.lineage_path
+    return [
+        str(lineage),
+        f"{lineage}.wal",
+        str(workdir / "prefect"),
+        str(backend.uploads_dir),
+        str(workdir / "artifacts"),
+        str(backend.settings.scratch_dir),
+        str(workdir / "logs"),
+    ]
 
 
 def build_app(backend: DemoBackend) -> gr.Blocks:
@@ -138,7 +167,7 @@ def serve(backend: DemoBackend, *, port: int, share: bool = False, block: bool =
         share=share,
         prevent_thread_lock=True,
         max_file_size=int(backend.limits.max_upload_mb * MEGABYTE),
-        allowed_paths=[str(backend.settings.workdir_path)],
+        blocked_paths=private_paths(backend),
         theme=THEME,
         css=CSS,
         footer_links=[],

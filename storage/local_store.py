@@ -34,18 +34,37 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def new_file_mode() -> int:
+    """The mode `open()` gives a new file: 0666 less the process umask (0644 under the usual 022).
+
+    `mkstemp` always makes 0600 files, which other accounts of a team cannot read. Linux reports the
+    umask in /proc; elsewhere it can only be read by setting it, briefly.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_write(target: Path) -> Iterator[BinaryIO]:
     """Yield a file opened in `target`'s directory; on success it is fsynced and renamed to `target`.
 
     The temporary name starts with `TEMP_PREFIX`, which no valid key component may use, so a file
-    left behind by a crash is never mistaken for an artifact.
+    left behind by a crash is never mistaken for an artifact. The file gets the mode of any new file
+    (see `new_file_mode`), and new folders the umask's usual 0755.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{uuid.uuid4().hex[:8]}-", dir=target.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), new_file_mode())
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

@@ -14,21 +14,10 @@ import duckdb
 import pytest
 from media import make_video
 from s3_server import SeaweedS3, new_bucket_name
+from secret_scan import files_containing
 
 THINKSOUND = str(Path(sys.executable).with_name("thinksound"))
 MARKER_ACCESS_KEY = "marker-access"
-
-
-def files_containing(root: Path, marker: str) -> list[str]:
-    """Every file under `root` whose bytes contain `marker` (databases and their -wal files included)."""
-    needle = marker.encode()
-    found = []
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = Path(folder) / name
-            if path.is_file() and needle in path.read_bytes():
-                found.append(str(path.relative_to(root)))
-    return found
 
 
 @pytest.fixture(scope="module")
