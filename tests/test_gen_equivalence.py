@@ -60,6 +60,11 @@ def _feats(batch: int, clip_len: int, sync_len: int, *, seed: int, global_text: 
     return out
 
 
+# About 10x the worst error measured by tools/tolerance_spread.py over 1-4 threads and under load
+# (2.2e-6, at 9.6 s): float32 summation order varies with threads and CPUs; a wiring bug costs 1e-2.
+EQUIV_TOL = 2e-5
+
+
 def _extracted_lengths(duration: float) -> tuple[int, int]:
     """Lengths the real extractors produce (spec section 2.1), unlike the model's nominal ones."""
     return int(8 * duration), 8 * ((int(25 * duration) - 16) // 8 + 1)
@@ -76,7 +81,7 @@ def test_velocity_batch2_matches_original_structure(gen: Generator, duration: fl
     with torch.no_grad():
         ref = original_like_velocity(gen.dit, x, t, feats, cfg_scale=5.0, lengths=(n, lc, ls))
     got = gen.velocity(x, t, feats, cfg_scale=5.0, duration_sec=duration)
-    assert rel_err(got, ref) < 2e-6
+    assert rel_err(got, ref) < EQUIV_TOL
 
 
 def test_cfg1_matches_original_structure(gen: Generator) -> None:
@@ -85,7 +90,7 @@ def test_cfg1_matches_original_structure(gen: Generator) -> None:
     x, t = torch.randn(2, 64, n), torch.tensor([0.2, 0.9])
     with torch.no_grad():
         ref = original_like_velocity(gen.dit, x, t, feats, cfg_scale=1.0, lengths=(n, lc, ls))
-    assert rel_err(gen.velocity(x, t, feats, duration_sec=2.0), ref) < 2e-6
+    assert rel_err(gen.velocity(x, t, feats, duration_sec=2.0), ref) < EQUIV_TOL
 
 
 def test_sampler_batch2_fractional_duration(gen: Generator) -> None:
@@ -98,7 +103,7 @@ def test_sampler_batch2_fractional_duration(gen: Generator) -> None:
             lambda t, x: original_like_velocity(gen.dit, x, t, feats, cfg_scale=5.0, lengths=(n, lc, ls)), noise, steps=8
         )
     got = sample_euler(gen, noise, feats, steps=8, cfg_scale=5.0, duration_sec=duration)
-    assert rel_err(got, ref) < 2e-6
+    assert rel_err(got, ref) < EQUIV_TOL
 
 
 def test_nominal_lengths_come_from_the_config_without_duration(gen: Generator) -> None:

@@ -11,8 +11,11 @@ from thinksound.math import nearest_exact_indices, rope_matrices, rope_table
 
 pytestmark = needs_reference
 
-DIT_TOL = 2e-5
-VAE_TOL = 1e-4
+# Limits sit about 10x above the worst error measured by tools/tolerance_spread.py over 1-4 threads, with
+# and without competing load (DiT 7.4e-6, VAE 9.8e-5 on this CPU; another CPU gave 2.5e-5 for the VAE):
+# float32 sums change order with threads and instruction sets, while a wiring bug costs 1e-2 or more.
+DIT_TOL = 1e-4
+VAE_TOL = 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +70,10 @@ def test_decode_and_int16(gen: Generator) -> None:
     audio = gen.decode(f["in.latents"])
     assert audio.shape == (1, 2, 43 * 2048)
     assert rel_err(audio, f["out.audio"]) < VAE_TOL
-    pcm = to_int16(peak_normalize(audio, per_item=False))
-    assert (pcm.int() - f["out.audio_int16"].int()).abs().max() <= 4
+    # The int16 conversion is checked on the reference's own float audio, so the decoder's float32
+    # noise (a few LSB) cannot hide a rounding or scaling difference.
+    pcm = to_int16(peak_normalize(f["out.audio"], per_item=False))
+    assert torch.equal(pcm, f["out.audio_int16"].to(pcm.dtype))
 
 
 def test_decode_randn(gen: Generator) -> None:
