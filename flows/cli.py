@@ -47,12 +47,10 @@ def _prepare_environment(workdir: Path) -> None:
         os.environ["PREFECT_HOME"] = str(home)
 
 
-def _settings(workdir: Path, **options):
-    from tasks.config import CotSettings, PipelineSettings, QualitySettings, S3Settings
+def _settings(workdir: Path, overrides: dict):
+    from tasks.config import PipelineSettings, S3Settings, merge_settings
 
-    cot_options = {k: v for k, v in options.pop("cot").items() if v is not None}
-    quality_options = {k: v for k, v in options.pop("quality").items() if v is not None}
-    return PipelineSettings(
+    base = PipelineSettings(
         workdir=str(workdir),
         # Where S3 is, never the credentials: settings are flow parameters, which Prefect stores.
         s3=S3Settings(
@@ -60,10 +58,25 @@ def _settings(workdir: Path, **options):
             secure=os.environ.get("THINKSOUND_S3_SECURE", "").lower() in {"1", "true", "yes"},
             credentials_block=os.environ.get("THINKSOUND_S3_CREDENTIALS_BLOCK"),
         ),
-        cot=CotSettings(**cot_options),
-        quality=QualitySettings(**quality_options),
-        **{k: v for k, v in options.items() if v is not None},
     )
+    return merge_settings(base, overrides)
+
+
+def _given(cot: dict | None = None, quality: dict | None = None, **options) -> dict:
+    """The settings named on the command line, as partial settings (None means not given).
+
+    Local paths are made absolute, so that a later `reprocess` from another directory finds them.
+    """
+    for name in ("store", "weights"):
+        value = options.get(name)
+        if value and "://" not in value and Path(value).expanduser().exists():
+            options[name] = str(Path(value).expanduser().resolve())
+    given = {k: v for k, v in options.items() if v is not None}
+    for section, values in (("cot", cot or {}), ("quality", quality or {})):
+        named = {k: v for k, v in values.items() if v is not None}
+        if named:
+            given[section] = named
+    return given
 
 
 @contextlib.contextmanager
@@ -106,47 +119,79 @@ def _progress_bar():
 
 
 def _print_outcome(result: dict) -> None:
-    counts = result.get("counts", {})
-    console.print(
-        f"run [bold]{result.get('run_id')}[/]: "
-        + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        + (f" ({result['cached']} reused from earlier runs)" if result.get("cached") else "")
-    )
+    from flows.dub import counts_message
+
+    if result.get("run_id") is None:
+        console.print("nothing to reprocess: no failed or rejected item matches")
+        return
+    runs = ", ".join(result.get("run_ids") or [result["run_id"]])
+    cached = f" ({result['cached']} cached from earlier runs)" if result.get("cached") else ""
+    console.print(f"run [bold]{runs}[/]: {counts_message(result.get('counts', {}))}{cached}")
     for item in result.get("items", []):
         if item["status"] != "succeeded":
-            console.print(f"  [red]{item['status']}[/] {item['source']}: {item['error']}")
+            console.print(f"  [red]{item['status']}[/] at {item['stage']}: {item['source']}: {item['error']}")
+
+
+def _finish(state) -> None:
+    """Print the run's outcome; exit 1 when the flow run ended Failed."""
+    from flows.dub import RunFailed
+
+    result = state.result(raise_on_failure=False)
+    failed = isinstance(result, RunFailed)
+    _print_outcome(result.result if failed else result)
+    if failed:
+        raise typer.Exit(1)
+
+
+Preset = Annotated[str, typer.Option(help="'tiny' (random weights, noise) or 'thinksound'.")]
+Weights = Annotated[str | None, typer.Option(help="Checkpoint dir or hub repo (thinksound preset).")]
+Store = Annotated[str | None, typer.Option(help="Artifact store: a directory or s3://bucket/prefix.")]
+MaxDuration = Annotated[float | None, typer.Option(help="Seconds of each video to dub.")]
+LoudnessTarget = Annotated[float | None, typer.Option(help="LUFS target.")]
+MaxRegenerations = Annotated[int | None, typer.Option(help="Retries with new seeds on QC failure.")]
+CotUrl = Annotated[str | None, typer.Option(help="vLLM OpenAI-compatible URL, e.g. http://host:8000/v1.")]
+CotModel = Annotated[str | None, typer.Option(help="Model name served by vLLM.")]
+CotPrompt = Annotated[str | None, typer.Option(help="Prompt template version.")]
+FailOnErrors = Annotated[
+    bool, typer.Option(help="End the flow run Failed (exit 1) when any item failed or was rejected.")
+]
 
 
 @app.command()
 def run(
     input: Annotated[str, typer.Argument(help="A directory of videos or a CSV/Parquet manifest.")],
     workdir: Workdir = Path("thinksound-work"),
-    preset: Annotated[str, typer.Option(help="'tiny' (random weights, noise) or 'thinksound'.")] = "tiny",
-    weights: Annotated[str | None, typer.Option(help="Checkpoint dir or hub repo (thinksound preset).")] = None,
-    store: Annotated[str | None, typer.Option(help="Artifact store: a directory or s3://bucket/prefix.")] = None,
+    preset: Preset = "tiny",
+    weights: Weights = None,
+    store: Store = None,
     device: str = "cpu",
     precision: str = "fp32",
     batch_size: int = 8,
     steps: int = 24,
     cfg_scale: float = 5.0,
     seed: int = 0,
-    max_duration: Annotated[float | None, typer.Option(help="Seconds of each video to dub.")] = None,
-    loudness_target: Annotated[float | None, typer.Option(help="LUFS target.")] = None,
-    max_regenerations: Annotated[int | None, typer.Option(help="Retries with new seeds on QC failure.")] = None,
-    cot_url: Annotated[str | None, typer.Option(help="vLLM OpenAI-compatible URL, e.g. http://host:8000/v1.")] = None,
-    cot_model: Annotated[str | None, typer.Option(help="Model name served by vLLM.")] = None,
-    cot_prompt: Annotated[str | None, typer.Option(help="Prompt template version.")] = None,
+    max_duration: MaxDuration = None,
+    loudness_target: LoudnessTarget = None,
+    max_regenerations: MaxRegenerations = None,
+    cot_url: CotUrl = None,
+    cot_model: CotModel = None,
+    cot_prompt: CotPrompt = None,
     start_cot_server: Annotated[bool, typer.Option(help="Start a local vLLM server for this run.")] = False,
+    fail_on_errors: FailOnErrors = False,
 ) -> None:
-    """Dub every video of INPUT. Exits 0 when the run completed, whatever individual items did."""
+    """Dub every video of INPUT. Exits 0 when the run completed with at least one item dubbed, 1 when
+    none was (or any failed, with --fail-on-errors)."""
     _prepare_environment(workdir)
     with _invalid_settings():
         settings = _settings(
             workdir,
-            preset=preset, weights=weights, store=store, device=device, precision=precision,
-            batch_size=batch_size, steps=steps, cfg_scale=cfg_scale, seed=seed, max_duration_sec=max_duration,
-            cot={"url": cot_url, "model": cot_model, "prompt_version": cot_prompt, "start_server": start_cot_server},
-            quality={"loudness_target_lufs": loudness_target, "max_regenerations": max_regenerations},
+            _given(
+                preset=preset, weights=weights, store=store, device=device, precision=precision,
+                batch_size=batch_size, steps=steps, cfg_scale=cfg_scale, seed=seed, max_duration_sec=max_duration,
+                cot={"url": cot_url, "model": cot_model, "prompt_version": cot_prompt,
+                     "start_server": start_cot_server},
+                quality={"loudness_target_lufs": loudness_target, "max_regenerations": max_regenerations},
+            ),
         )
     settings = preflight_or_exit(settings, workdir)
     with embedded_prefect_api() as api, _run_errors():
@@ -155,8 +200,11 @@ def run(
         if api:
             api.wait_ready()
         with _progress_bar():
-            result = dub_dataset(input=input, settings=settings, run_id=new_run_id())
-    _print_outcome(result)
+            state = dub_dataset(
+                input=input, settings=settings, run_id=new_run_id(), fail_on_errors=fail_on_errors,
+                return_state=True,
+            )
+    _finish(state)
 
 
 @app.command()
@@ -166,29 +214,48 @@ def reprocess(
     stage: Annotated[str | None, typer.Option(help="Only items that failed at this stage.")] = None,
     error: Annotated[str | None, typer.Option(help="Only items whose error contains this text.")] = None,
     include_rejected: bool = True,
-    preset: str = "tiny",
-    device: str = "cpu",
-    precision: str = "fp32",
-    batch_size: int = 8,
+    preset: Annotated[str | None, typer.Option(help="Override the failed run's preset.")] = None,
+    weights: Weights = None,
+    store: Store = None,
+    device: str | None = None,
+    precision: str | None = None,
+    batch_size: int | None = None,
+    steps: int | None = None,
+    cfg_scale: float | None = None,
+    seed: int | None = None,
+    max_duration: MaxDuration = None,
+    loudness_target: LoudnessTarget = None,
+    max_regenerations: MaxRegenerations = None,
+    cot_url: CotUrl = None,
+    cot_model: CotModel = None,
+    cot_prompt: CotPrompt = None,
+    fail_on_errors: FailOnErrors = False,
 ) -> None:
-    """Rerun failed (and rejected) items chosen from lineage, from the stage that failed."""
+    """Rerun failed (and rejected) items chosen from lineage, from the stage that failed, with the
+    settings of the run that failed each one; options given here override them (and are recorded)."""
     _prepare_environment(workdir)
     with _invalid_settings():
-        settings = _settings(
-            workdir, preset=preset, device=device, precision=precision, batch_size=batch_size, cot={}, quality={}
+        overrides = _given(
+            preset=preset, weights=weights, store=store, device=device, precision=precision,
+            batch_size=batch_size, steps=steps, cfg_scale=cfg_scale, seed=seed, max_duration_sec=max_duration,
+            cot={"url": cot_url, "model": cot_model, "prompt_version": cot_prompt},
+            quality={"loudness_target_lufs": loudness_target, "max_regenerations": max_regenerations},
         )
-    settings = preflight_or_exit(settings, workdir)
+        _settings(workdir, overrides)  # invalid values are refused before anything starts
+    # Each group of items is checked for its models where it runs, with its failed run's settings.
     with embedded_prefect_api() as api, _run_errors():
+        from flows.dub import new_run_id
         from flows.reprocess import reprocess_failed
 
         if api:
             api.wait_ready()
         with _progress_bar():
-            result = reprocess_failed(
-                settings=settings, from_run=from_run, stage=stage, error_contains=error,
-                include_rejected=include_rejected,
+            state = reprocess_failed(
+                workdir=str(workdir.resolve()), overrides=overrides, from_run=from_run, stage=stage,
+                error_contains=error, include_rejected=include_rejected, run_id=new_run_id(),
+                fail_on_errors=fail_on_errors, return_state=True,
             )
-    _print_outcome(result)
+    _finish(state)
 
 
 def _open_lineage(workdir: Path):
@@ -281,8 +348,9 @@ def demo(
     os.environ.setdefault("GRADIO_TEMP_DIR", str(workdir.resolve() / "gradio"))
     with _invalid_settings():
         settings = _settings(
-            workdir, preset=preset, weights=weights, device=device, precision=precision,
-            cot={"url": cot_url, "model": cot_model}, quality={},
+            workdir,
+            _given(preset=preset, weights=weights, device=device, precision=precision,
+                   cot={"url": cot_url, "model": cot_model}),
         )
     settings = preflight_or_exit(settings, workdir)
     with embedded_prefect_api() as api:

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from flows.demo_input import InputRejected, UploadLimits, check_video, store_upload
 from flows.demo_spectrogram import spectrogram_image
-from flows.dub import dub_video
+from flows.dub import RunFailed, dub_video
 from flows.report import stage_listeners
 from storage import LineageLocked
 from tasks import runtime
@@ -154,7 +154,10 @@ class DemoBackend:
                     settings=settings,
                     caption=request.caption.strip() or None,
                     caption_cot=request.caption_cot.strip() or None,
+                    display_name=Path(video).name,
                 )
+        except RunFailed as failed:  # the item failed: the flow run is Failed, the outcome is shown
+            result = failed.result
         except LineageLocked:
             raise InputRejected(
                 "The lineage database is in use by another process (a `thinksound run` on this work "

@@ -8,16 +8,18 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_client, get_run_logger
 from prefect.runtime import flow_run
+from prefect.states import Completed, Failed, State
 
 from cot_prompts import VllmServer
 from cot_prompts.server import CPU_SERVER_ARGS, CPU_SERVER_ENV
 from flows.pipeline import process_items
 from flows.report import publish_report, publish_summary
 from tasks import preflight, runtime
-from tasks.config import PipelineSettings
+from tasks.config import PipelineSettings, merge_settings
 from tasks.ingest import list_sources
 from tasks.items import WorkItem, jsonable
 
@@ -28,11 +30,75 @@ def new_run_id() -> str:
     return f"run-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-def _run_name() -> str:
-    """Flow run names carry the lineage run id, or what the run is about when that is not chosen yet."""
+def run_name(run_id: str | None, label: str) -> str:
+    """A flow run's name: the lineage run id (once chosen) and what the run works on."""
+    return f"{run_id} {label}" if run_id else label
+
+
+def _input_label(input: str) -> str:
+    return Path(input).name or input
+
+
+def _dataset_run_name() -> str:
     params = flow_run.parameters
-    label = params.get("run_id") or Path(str(params.get("input") or params.get("video") or "reprocess")).name
-    return f"{flow_run.flow_name}-{label}"
+    return run_name(params.get("run_id"), _input_label(str(params.get("input"))))
+
+
+def _video_run_name() -> str:
+    params = flow_run.parameters
+    return run_name(params.get("run_id"), params.get("display_name") or _input_label(str(params.get("video"))))
+
+
+def name_this_run(run_id: str, label: str) -> None:
+    """Rename the flow run once its run id is chosen inside it (deployments start without one)."""
+    if flow_run.id is None:
+        return
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run.id, name=run_name(run_id, label))
+
+
+class RunFailed(RuntimeError):
+    """A flow run ended Failed (no item succeeded, or a failure with `fail_on_errors`); `result` has
+    its summary, as a completed run returns it."""
+
+    def __init__(self, message: str, result: dict[str, object]) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def counts_message(counts: dict[str, int]) -> str:
+    """'3 succeeded, 1 failed': the flow run's state message."""
+    order = ("succeeded", "failed", "rejected")
+    named = [f"{counts[s]} {s}" for s in order if counts.get(s)]
+    named += [f"{n} {s}" for s, n in sorted(counts.items()) if s not in order and n]
+    return ", ".join(named) or "no items"
+
+
+def final_state(result: dict[str, object], *, fail_on_errors: bool) -> State:
+    """Completed with the counts, or Failed when every item failed (or any did, with `fail_on_errors`)."""
+    counts: dict[str, int] = result["counts"]
+    total, succeeded = sum(counts.values()), counts.get("succeeded", 0)
+    message = counts_message(counts)
+    if total and (succeeded == 0 or (fail_on_errors and succeeded < total)):
+        return Failed(message=message, data=RunFailed(message, result))
+    return Completed(message=message, data=result)
+
+
+def merge_results(results: list[dict[str, object]]) -> dict[str, object]:
+    """One summary for several lineage runs made by one flow run (reprocessing groups by settings)."""
+    counts: Counter[str] = Counter()
+    stage_seconds: Counter[str] = Counter()
+    for result in results:
+        counts.update(result["counts"])
+        stage_seconds.update(result["stage_seconds"])
+    return {
+        "run_id": results[0]["run_id"],
+        "run_ids": [r["run_id"] for r in results],
+        "counts": dict(counts),
+        "cached": sum(r["cached"] for r in results),
+        "stage_seconds": dict(stage_seconds),
+        "items": [item for r in results for item in r["items"]],
+    }
 
 
 @contextlib.contextmanager
@@ -61,15 +127,19 @@ def run_sources(
     *,
     run_id: str,
     input_label: str,
+    extra_params: dict[str, object] | None = None,
 ) -> dict[str, object]:
-    """Run the pipeline over the items as one lineage run; returns a small summary."""
+    """Run the pipeline over the items as one lineage run; returns a small summary.
+
+    `extra_params` are recorded with the settings in the run's params (what a reprocessing run reran).
+    """
     logger = get_run_logger()
     settings = preflight.require(settings)  # a worker checks its models before it records the run
     lin = runtime.lineage(settings)
     lin.start_run(
         run_id,
         input=input_label,
-        params=settings.model_dump(mode="json"),
+        params={**settings.model_dump(mode="json"), **(extra_params or {})},
         prefect_flow_run_id=str(flow_run.id) if flow_run.id else None,
         code_version=PIPELINE_VERSION,
     )
@@ -89,7 +159,10 @@ def run_sources(
     publish_summary(run_id, done, stage_seconds)
     publish_report(run_id, done, settings.preset)
     counts = Counter(i.status for i in done)
-    logger.info("run %s finished: %s", run_id, dict(counts))
+    for item in done:
+        if item.status in ("failed", "rejected"):
+            logger.warning("%s at %s: %s: %s", item.status, item.stage, item.source, item.error)
+    logger.info("run %s finished: %s", run_id, counts_message(counts))
     return {
         "run_id": run_id,
         "counts": dict(counts),
@@ -105,22 +178,43 @@ def run_sources(
     }
 
 
-@flow(name="dub_dataset", flow_run_name=_run_name, log_prints=True)
-def dub_dataset(input: str, settings: PipelineSettings, run_id: str | None = None) -> dict[str, object]:
-    """Dub every video of a directory or manifest (CSV/Parquet), recording lineage as it goes."""
-    run_id = run_id or new_run_id()
-    return run_sources(list_sources(input), settings, run_id=run_id, input_label=input)
+@flow(name="dub_dataset", flow_run_name=_dataset_run_name, log_prints=True)
+def dub_dataset(
+    input: str,
+    settings: PipelineSettings,
+    run_id: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    fail_on_errors: bool = False,
+) -> State:
+    """Dub every video of a directory or manifest (CSV/Parquet), recording lineage as it goes.
+
+    `overrides` are partial settings merged field by field over `settings` (a deployment's `settings`
+    stay whole when a run changes a few fields). The run ends Failed when no item succeeded, or when
+    any item failed and `fail_on_errors` is set.
+    """
+    settings = merge_settings(settings, overrides)
+    if run_id is None:
+        run_id = new_run_id()
+        name_this_run(run_id, _input_label(input))
+    result = run_sources(list_sources(input), settings, run_id=run_id, input_label=input)
+    return final_state(result, fail_on_errors=fail_on_errors)
 
 
-@flow(name="dub_video", flow_run_name=_run_name, log_prints=True)
+@flow(name="dub_video", flow_run_name=_video_run_name, log_prints=True)
 def dub_video(
     video: str,
     settings: PipelineSettings,
     caption: str | None = None,
     caption_cot: str | None = None,
     run_id: str | None = None,
-) -> dict[str, object]:
-    """Dub a single video; the result is an item in lineage like any dataset item."""
-    run_id = run_id or new_run_id()
+    display_name: str | None = None,
+) -> State:
+    """Dub a single video; the result is an item in lineage like any dataset item.
+
+    `display_name` names the flow run (the demo passes the upload's file name).
+    """
+    if run_id is None:
+        run_id = new_run_id()
+        name_this_run(run_id, display_name or _input_label(video))
     item = WorkItem(source=video, position=0, provided_caption=caption or None, provided_cot=caption_cot or None)
-    return run_sources([item], settings, run_id=run_id, input_label=video)
+    return final_state(run_sources([item], settings, run_id=run_id, input_label=video), fail_on_errors=False)

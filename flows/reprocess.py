@@ -1,74 +1,165 @@
-"""Reprocessing: rerun the failed or rejected sources chosen from lineage."""
+"""Reprocessing: rerun the failed or rejected sources chosen from lineage, with the settings of the run
+that failed each one, and only the overrides the caller names."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.states import Completed, State
+from pydantic import ValidationError
 
-from flows.dub import _run_name, new_run_id, run_sources
+from flows.dub import final_state, merge_results, name_this_run, new_run_id, run_name, run_sources
 from tasks import runtime
-from tasks.config import PipelineSettings
+from tasks.config import PipelineSettings, merge_settings
 from tasks.ingest import MANIFEST_SUFFIXES, resolve_location
 from tasks.items import WorkItem
 
+# The key under which a reprocessing run records what it reran and what it changed, in runs.params.
+REPROCESS_PARAMS_KEY = "reprocess"
 
-def _location(source: str, run_id: str | None, settings: PipelineSettings) -> str:
+
+class RunSettingsError(ValueError):
+    """The settings recorded for a run cannot be read back (lineage from an incompatible version)."""
+
+
+def _location(source: str, run_input: str | None) -> str:
     """Relative manifest entries are found again next to the manifest of the run that listed them."""
-    rows = runtime.lineage(settings).execute("SELECT input FROM runs WHERE run_id = ?", [run_id])
-    run_input = Path(rows[0]["input"]) if rows and rows[0]["input"] else None
-    if run_input is not None and run_input.suffix.lower() in MANIFEST_SUFFIXES:
-        return resolve_location(source, run_input.parent)
+    if run_input and Path(run_input).suffix.lower() in MANIFEST_SUFFIXES:
+        return resolve_location(source, Path(run_input).parent)
     return source
 
 
+def run_settings(run_id: str, workdir: str, overrides: dict[str, Any] | None) -> PipelineSettings:
+    """The settings a recorded run used, in this work directory, with `overrides` applied."""
+    rows = _lineage(workdir).execute("SELECT params FROM runs WHERE run_id = ?", [run_id])
+    recorded = dict(rows[0]["params"] or {}) if rows else {}
+    recorded.pop(REPROCESS_PARAMS_KEY, None)
+    # The lineage being read is the work directory, wherever the failed run was started from.
+    recorded["workdir"] = workdir
+    try:
+        return merge_settings(PipelineSettings.model_validate(recorded), overrides)
+    except ValidationError as exc:
+        raise RunSettingsError(f"the settings recorded for run {run_id} do not apply: {exc}") from exc
+
+
+def _lineage(workdir: str):
+    return runtime.lineage(PipelineSettings(workdir=workdir))
+
+
+def _used_generations(workdir: str, item_ids: list[str]) -> dict[str, int]:
+    """The highest generation each item was ever synthesised with, across runs."""
+    rows = _lineage(workdir).execute(
+        "SELECT item_id, max(CAST(json_extract_string(params, '$.generation') AS INTEGER)) AS generation "
+        "FROM stage_attempts WHERE stage = 'synthesis' AND list_contains(?::VARCHAR[], item_id) "
+        "GROUP BY item_id",
+        [item_ids],
+    )
+    return {r["item_id"]: r["generation"] for r in rows if r["generation"] is not None}
+
+
 def select_failed(
-    settings: PipelineSettings,
+    workdir: str,
     *,
     from_run: str | None = None,
     stage: str | None = None,
     error_contains: str | None = None,
     include_rejected: bool = True,
-) -> list[WorkItem]:
-    """Failed (and rejected) sources whose latest state matches the filters, as fresh work items."""
+) -> list[tuple[str, WorkItem]]:
+    """Failed (and rejected) sources whose latest state matches the filters, as fresh work items, each
+    with the run whose outcome it is."""
     statuses = ("failed", "rejected") if include_rejected else ("failed",)
-    rows = runtime.lineage(settings).select_for_reprocess(
-        run_id=from_run, stage=stage, error_contains=error_contains, statuses=statuses
-    )
+    lin = _lineage(workdir)
+    rows = lin.select_for_reprocess(run_id=from_run, stage=stage, error_contains=error_contains, statuses=statuses)
+    inputs = {r["run_id"]: r["input"] for r in lin.execute("SELECT run_id, input FROM runs")}
     # A rejected item reruns with seeds none of its earlier generations used.
-    fresh_generation = settings.quality.max_regenerations + 1
+    used = _used_generations(workdir, [r["item_id"] for r in rows if r.get("item_id")])
     return [
-        WorkItem(
-            source=row["source"],
-            location=_location(row["source"], row.get("run_id"), settings),
-            position=n,
-            manifest_id=row.get("manifest_id"),
-            provided_caption=row.get("caption"),
-            provided_cot=row.get("caption_cot"),
-            start_sec=row.get("start_sec") or 0.0,
-            requested_duration_sec=row.get("requested_duration_sec"),
-            generation=fresh_generation if row.get("status") == "rejected" else 0,
+        (
+            row["run_id"],
+            WorkItem(
+                source=row["source"],
+                location=_location(row["source"], inputs.get(row["run_id"])),
+                position=n,
+                manifest_id=row.get("manifest_id"),
+                provided_caption=row.get("caption"),
+                provided_cot=row.get("caption_cot"),
+                start_sec=row.get("start_sec") or 0.0,
+                requested_duration_sec=row.get("requested_duration_sec"),
+                generation=used[row["item_id"]] + 1 if row["status"] == "rejected" and row["item_id"] in used else 0,
+            ),
         )
         for n, row in enumerate(rows)
     ]
 
 
-@flow(name="reprocess_failed", flow_run_name=_run_name, log_prints=True)
+def describe_filter(from_run: str | None, stage: str | None, error_contains: str | None) -> str:
+    parts = [f"from_run={from_run}" if from_run else "", f"stage={stage}" if stage else "",
+             f"error~{error_contains!r}" if error_contains else ""]
+    return "reprocess(" + ", ".join(p for p in parts if p) + ")"
+
+
+def _reprocess_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    return run_name(
+        params.get("run_id"),
+        describe_filter(params.get("from_run"), params.get("stage"), params.get("error_contains")),
+    )
+
+
+@flow(name="reprocess_failed", flow_run_name=_reprocess_run_name, log_prints=True)
 def reprocess_failed(
-    settings: PipelineSettings,
+    workdir: str,
+    overrides: dict[str, Any] | None = None,
     from_run: str | None = None,
     stage: str | None = None,
     error_contains: str | None = None,
     include_rejected: bool = True,
     run_id: str | None = None,
-) -> dict[str, object]:
-    """Rerun failed/rejected sources. Finished stages are content-addressed, so each item effectively
-    restarts at the stage that failed: its cached CoT and features are reused."""
-    items = select_failed(
-        settings, from_run=from_run, stage=stage, error_contains=error_contains, include_rejected=include_rejected
+    fail_on_errors: bool = False,
+) -> State:
+    """Rerun failed/rejected sources with the settings of the run that failed each one, plus `overrides`
+    (partial settings, merged field by field, recorded in the new run's params).
+
+    Finished stages are content-addressed, so each item effectively restarts at the stage that failed:
+    its cached CoT and features are reused. The run ends as `dub_dataset` does (see `final_state`).
+    """
+    workdir = str(Path(workdir).expanduser().resolve())
+    selected = select_failed(
+        workdir, from_run=from_run, stage=stage, error_contains=error_contains, include_rejected=include_rejected
     )
-    run_id = run_id or new_run_id()
-    if not items:
+    label = describe_filter(from_run, stage, error_contains)
+    if not selected:
         get_run_logger().info("nothing to reprocess")
-        return {"run_id": None, "counts": {}, "cached": 0, "stage_seconds": {}, "items": []}
-    return run_sources(items, settings, run_id=run_id, input_label=f"reprocess(from_run={from_run}, stage={stage})")
+        runtime.close_lineage(PipelineSettings(workdir=workdir))
+        nothing = {"run_id": None, "run_ids": [], "counts": {}, "cached": 0, "stage_seconds": {}, "items": []}
+        return Completed(message="nothing to reprocess", data=nothing)
+    # Items whose runs used the same settings rerun together, as one lineage run per settings.
+    groups: dict[str, tuple[PipelineSettings, list[str], list[WorkItem]]] = {}
+    for failed_run, item in selected:
+        settings = run_settings(failed_run, workdir, overrides)
+        key = settings.model_dump_json()
+        group = groups.setdefault(key, (settings, [], []))
+        if failed_run not in group[1]:
+            group[1].append(failed_run)
+        group[2].append(item)
+    if run_id is None:
+        run_id = new_run_id()
+        name_this_run(run_id, label)
+    results = []
+    for n, (settings, failed_runs, items) in enumerate(groups.values()):
+        for position, item in enumerate(items):
+            item.position = position
+        results.append(
+            run_sources(
+                items,
+                settings,
+                run_id=run_id if n == 0 else f"{run_id}-{n + 1}",
+                input_label=label,
+                extra_params={REPROCESS_PARAMS_KEY: {"of_runs": failed_runs, "overrides": overrides or {}}},
+            )
+        )
+    return final_state(merge_results(results), fail_on_errors=fail_on_errors)

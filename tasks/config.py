@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -127,3 +128,23 @@ class PipelineSettings(BaseModel):
             "cfg_scale": self.cfg_scale,
             "seed": self.seed,
         }
+
+
+def merge_settings(base: PipelineSettings, overrides: Mapping[str, Any] | None) -> PipelineSettings:
+    """`base` with `overrides` applied field by field (sections such as `quality` too), validated again.
+
+    Flow parameters and recorded runs give partial settings; merging keeps every field they do not name.
+    """
+    if not overrides:
+        return base
+    return PipelineSettings.model_validate(_deep_merge(base.model_dump(), overrides))
+
+
+def _deep_merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for name, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(name), dict):
+            merged[name] = _deep_merge(merged[name], value)
+        else:
+            merged[name] = value
+    return merged

@@ -72,6 +72,8 @@ def test_deployments_file_declares_a_schedule_and_reprocessing():
     assert by_name["nightly-dub"]["schedules"][0]["cron"]
     assert by_name["reprocess-failed"]["entrypoint"] == "flows/reprocess.py:reprocess_failed"
     assert {d["work_pool"]["name"] for d in spec["deployments"]} == {POOL}
+    # Shipped paused: a worker must not dub the placeholder input at 02:00 before the site sets it.
+    assert by_name["nightly-dub"]["schedules"][0]["active"] is False
 
 
 def test_deployment_runs_on_a_process_worker(prefect_server, tmp_path):
@@ -82,12 +84,20 @@ def test_deployment_runs_on_a_process_worker(prefect_server, tmp_path):
     env = prefect_server
     _prefect(env, "work-pool", "create", POOL, "--type", "process")
     _prefect(env, "--no-prompt", "deploy", "--prefect-file", "deployments.yaml", "--all")
-    settings = {"workdir": str(workdir), "preset": "tiny", "steps": 2, "max_duration_sec": 1.0}
+    schedules = json.loads(_prefect({**env, "COLUMNS": "400"}, "deployment", "schedule", "ls",
+                                    "dub_dataset/nightly-dub", "--output", "json"))
+    assert [s["active"] for s in schedules] == [False]
+    overrides = {"workdir": str(workdir), "steps": 2, "max_duration_sec": 1.0}
     _prefect(env, "deployment", "run", "dub_dataset/nightly-dub", "--param", f"input={videos}",
-             "--param", f"settings={json.dumps(settings)}")
+             "--param", f"overrides={json.dumps(overrides)}")
     _prefect(env, "worker", "start", "--pool", POOL, "--run-once", timeout=600)
     with duckdb.connect(str(workdir / "lineage.duckdb"), read_only=True) as con:
         rows = con.execute("SELECT source, status FROM item_status").fetchall()
+        (params,) = con.execute("SELECT params FROM runs").fetchone()
     assert rows == [(str(videos / "scene.mp4"), "succeeded")]
+    # The run's overrides are merged field by field: the deployment's other settings are kept.
+    deployed = yaml.safe_load((REPO / "deployments.yaml").read_text())["definitions"]["settings"]
+    assert json.loads(params)["batch_size"] == deployed["batch_size"] != 8
+    assert json.loads(params)["steps"] == 2
     runs = _prefect({**env, "COLUMNS": "400"}, "flow-run", "ls", "--state", "COMPLETED")
     assert "dub_dataset" in runs and "COMPLETED" in runs

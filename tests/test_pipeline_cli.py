@@ -55,7 +55,7 @@ def test_run_completes_with_failed_items_and_reruns_from_cache(videos, tmp_path)
 
     second, second_s = _run("run", str(videos), "--preset", "tiny", "--workdir", str(workdir), "--steps", "2")
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "2 reused" in second.stderr
+    assert "2 cached from earlier runs" in second.stderr
     assert second_s < first_s, (first_s, second_s)
 
     summary, _ = _run("status", "--workdir", str(workdir), "--json")
@@ -91,7 +91,7 @@ def test_a_killed_run_loses_no_finished_work(tmp_path):
 
     rerun, _ = _run(*args[1:])
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    reused = re.search(r"\((\d+) reused from earlier runs\)", rerun.stderr)
+    reused = re.search(r"\((\d+) cached from earlier runs\)", rerun.stderr)
     assert reused and int(reused.group(1)) >= finished_before_kill, rerun.stderr[-3000:]
     with duckdb.connect(str(workdir / "lineage.duckdb"), read_only=True) as con:
         statuses = [r[0] for r in con.execute("SELECT status FROM item_status").fetchall()]

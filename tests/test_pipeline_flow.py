@@ -143,17 +143,23 @@ def test_lineage_records_stages_versions_and_timings(first_run, dataset):
 
 
 def test_rejected_items_are_reprocessed_with_relaxed_checks(dataset, tmp_path):
-    from flows.dub import dub_dataset
+    from flows.dub import RunFailed, dub_dataset
     from flows.reprocess import reprocess_failed
     from tasks.config import QualitySettings
 
     impossible = QualitySettings(min_loudness_lufs=10.0)
-    first = dub_dataset(input=str(dataset), settings=_settings(tmp_path, quality=impossible))
-    assert first["counts"]["rejected"] == len(GOOD)
+    with pytest.raises(RunFailed) as no_item_succeeded:
+        dub_dataset(input=str(dataset), settings=_settings(tmp_path, quality=impossible))
+    assert no_item_succeeded.value.result["counts"]["rejected"] == len(GOOD)
     assert "too quiet" in _status(tmp_path)[str(dataset / "walk.mp4")]["error"]
 
-    again = reprocess_failed(settings=_settings(tmp_path), stage="qc")
+    relaxed = {"quality": {"min_loudness_lufs": -50.0}}
+    again = reprocess_failed(workdir=str(tmp_path), overrides=relaxed, stage="qc")
     assert again["counts"] == {"succeeded": len(GOOD)}
+    recorded = _count(tmp_path, "SELECT params FROM runs WHERE run_id = ?", [again["run_id"]])
+    assert json.loads(recorded)["reprocess"]["overrides"] == relaxed
+    assert json.loads(recorded)["quality"]["min_loudness_lufs"] == -50.0
+    assert json.loads(recorded)["steps"] == 2, "settings not overridden come from the rejecting run"
     status = _status(tmp_path)
     assert all(status[str(dataset / n)]["status"] == "succeeded" for n in GOOD)
     assert all(status[str(dataset / n)]["status"] == "failed" for n in BROKEN)
@@ -164,15 +170,24 @@ def test_rejected_items_are_reprocessed_with_relaxed_checks(dataset, tmp_path):
 
 
 def test_regeneration_keeps_trying_new_seeds(dataset, tmp_path):
-    from flows.dub import dub_dataset
+    from flows.dub import RunFailed, dub_dataset
+    from flows.reprocess import reprocess_failed
     from tasks.config import QualitySettings
 
     strict = QualitySettings(min_loudness_lufs=10.0, max_regenerations=2)
-    result = dub_dataset(input=str(dataset / "portrait.mkv"), settings=_settings(tmp_path, quality=strict))
-    assert result["counts"] == {"rejected": 1}
+    with pytest.raises(RunFailed) as rejected:
+        dub_dataset(input=str(dataset / "portrait.mkv"), settings=_settings(tmp_path, quality=strict))
+    assert rejected.value.result["counts"] == {"rejected": 1}
     seeds = _count(tmp_path, "SELECT count(DISTINCT json_extract(params, '$.item_seed')) FROM stage_attempts "
                              "WHERE stage = 'synthesis'")
     assert seeds == 3
+
+    # Reprocessed with fewer regenerations than the rejecting run made, it still gets unused seeds.
+    with pytest.raises(RunFailed):
+        reprocess_failed(workdir=str(tmp_path), overrides={"quality": {"max_regenerations": 0}})
+    seeds = _count(tmp_path, "SELECT count(DISTINCT json_extract(params, '$.item_seed')) FROM stage_attempts "
+                             "WHERE stage = 'synthesis'")
+    assert seeds == 4
 
 
 def _write_manifest(path: Path, rows: list[dict]) -> Path:
