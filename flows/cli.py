@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -17,10 +18,12 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from flows.embedded_api import embedded_prefect_api
+from flows.shutdown import Interrupted, stop_on_signals
 from flows.weights_cli import app as weights_app
 from flows.weights_cli import preflight_or_exit
 
@@ -126,10 +129,14 @@ def _print_outcome(result: dict) -> None:
         return
     runs = ", ".join(result.get("run_ids") or [result["run_id"]])
     cached = f" ({result['cached']} cached from earlier runs)" if result.get("cached") else ""
-    console.print(f"run [bold]{runs}[/]: {counts_message(result.get('counts', {}))}{cached}")
+    # Not wrapped at the terminal's width: these lines are read by scripts and copied whole.
+    console.print(f"run [bold]{runs}[/]: {counts_message(result.get('counts', {}))}{cached}", soft_wrap=True)
     for item in result.get("items", []):
         if item["status"] != "succeeded":
-            console.print(f"  [red]{item['status']}[/] at {item['stage']}: {item['source']}: {item['error']}")
+            console.print(
+                f"  [red]{item['status']}[/] at {item['stage']}: {escape(item['source'])}: {escape(item['error'] or '')}",
+                soft_wrap=True,
+            )
 
 
 def _finish(state) -> None:
@@ -370,12 +377,24 @@ def demo(
         typer.echo(f"Running on http://{HOST}:{port}")
         if app.share_url:
             typer.echo(f"Public share link: {app.share_url}")
-        app.block_thread()
+        try:
+            app.block_thread()
+        finally:
+            app.close()
 
 
 def main() -> None:
     try:
-        app()
+        with stop_on_signals():
+            app()
+    except Interrupted as stop:
+        console.print(f"[yellow]{stop}[/]: finished work is committed; rerun to continue.")
+        # Every child is stopped and the work committed; daemon threads (the demo's model warm-up) may
+        # still be inside native code, where interpreter teardown would abort: leave now.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(stop.exit_code)
     finally:
         # The process is about to end: sparing the interpreter's final garbage collections the models'
         # and libraries' objects saves ~0.6 s per command, a good part of a fully cached rerun.
