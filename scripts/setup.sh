@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv at the repository root and install the project with pinned dependencies.
 #   bash scripts/setup.sh          the pipeline
-#   bash scripts/setup.sh --test   also test tools: the vLLM CPU environment (.venv-vllm) and Chromium
+#   bash scripts/setup.sh --test   also test tools: the vLLM CPU environment (.venv-vllm), Chromium and
+#                                  PostgreSQL (the server the shared DuckLake lineage tests start)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -20,6 +21,12 @@ if [ "${1:-}" = "--test" ]; then
         if command -v apt-get >/dev/null 2>&1; then
             (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
                 || echo "warning: chromium could not be installed; browser tests will be skipped"
+        fi
+    fi
+    if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+        if command -v apt-get >/dev/null 2>&1; then
+            (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) \
+                || echo "warning: postgresql could not be installed; DuckLake lineage tests will be skipped"
         fi
     fi
     bash .ci/vllm_env.sh

@@ -1,14 +1,21 @@
-"""Lineage of every run in one DuckDB file: runs, items, stage attempts, artifacts, metrics, CoT.
+"""Lineage of every run: runs, items, stage attempts, artifacts, metrics, CoT.
 
-Concurrency. DuckDB lets one process at a time open a database file for writing. A `Lineage`
-holds one connection for its whole life and serialises its use from threads with a lock, so a
-whole Prefect run (tasks in threads) shares one instance (`Lineage.shared`). A second process that
-opens the same file waits up to `timeout_s` for the lock, then raises `LineageLocked`.
+Backends (`storage.lineage_backend`). By default lineage is one DuckDB file, `WORKDIR/lineage.duckdb`.
+A shared lineage, `ducklake:postgres:<libpq conninfo>` with a data path (a directory or
+s3://bucket/prefix/), is a DuckLake that many runs and workers write at once. Both hold the same
+tables and views (`item_status`, `item_cot`, `failures`, `run_summary`, `stage_timing`).
 
-Crashed runs. Because the writer holds the file lock for its whole run, a run still marked
+Concurrency. A `Lineage` holds one connection for its whole life and serialises its use from threads
+with a lock, so a whole Prefect run (tasks in threads) shares one instance (`Lineage.shared`). DuckDB
+lets one process at a time open a database file for writing: a second process that opens the same
+file waits up to `timeout_s` for the lock, then raises `LineageLocked`. A DuckLake takes writers from
+any number of processes; conflicting commits are retried.
+
+Crashed runs. Because the writer of a file holds its lock for the whole run, a run still marked
 'running' when another process opens the file for writing can no longer be alive; `open` marks it
 'crashed'. The views then report that run's unfinished sources as failed ("run crashed before
-the item finished"), unless the source has an outcome from another run, which wins.
+the item finished"), unless the source has an outcome from another run, which wins. A DuckLake has
+live writers besides this one, so nothing is marked there.
 """
 
 from __future__ import annotations
@@ -20,10 +27,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from storage import lineage_queries as queries
-from storage.lineage_connect import LineageLocked, connect_with_retry
+from storage.ducklake import DuckLakeTarget, LineageUnavailable, is_ducklake
+from storage.lineage_backend import DuckLakeBackend, FileBackend, LineageBackend
+from storage.lineage_connect import LineageLocked
 from storage.lineage_merge import merge_lineage
 from storage.lineage_records import (
     RUN_STATUSES,
@@ -37,9 +44,10 @@ from storage.lineage_records import (
     to_json,
     to_utc,
 )
+from storage.s3_store import S3Config
 from storage.schema import check_current, migrate
 
-__all__ = ["Lineage", "LineageLocked"]
+__all__ = ["Lineage", "LineageLocked", "LineageUnavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -49,46 +57,77 @@ _shared: dict[str, Lineage] = {}
 _registry_lock = threading.Lock()
 
 
-class Lineage:
-    """Read and write lineage. Use `Lineage.open(path)`; all methods are thread-safe."""
+def _registry_key(target: str | Path) -> str:
+    return str(target) if is_ducklake(target) else str(Path(target).expanduser().resolve())
 
-    def __init__(self, *, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
-        self._con = con
-        self.path = path
+
+class Lineage:
+    """Read and write lineage. Use `Lineage.open(target)`; all methods are thread-safe."""
+
+    def __init__(self, *, backend: LineageBackend, read_only: bool) -> None:
+        self._backend = backend
+        self.path: Path | None = getattr(backend, "path", None)
         self.read_only = read_only
         self._lock = threading.RLock()
         self._closed = False
 
+    @property
+    def _con(self):
+        return self._backend.con
+
+    @property
+    def shared_backend(self) -> bool:
+        """True for a DuckLake (many concurrent writers), False for a single-writer file."""
+        return not self._backend.exclusive_writer
+
     @classmethod
     def open(
-        cls, path: str | Path, *, timeout_s: float = 60.0, read_only: bool = False, poll_s: float = 0.2
+        cls,
+        target: str | Path,
+        *,
+        timeout_s: float = 60.0,
+        read_only: bool = False,
+        poll_s: float = 0.2,
+        data_path: str | None = None,
+        s3: S3Config | None = None,
+        reconnect_timeout_s: float = 60.0,
     ) -> Lineage:
-        """Open (creating and migrating as needed); wait up to `timeout_s` for another writer to finish."""
-        path = Path(path).expanduser().resolve()
-        if read_only and not path.exists():
-            raise FileNotFoundError(f"no lineage database at {path}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        con = connect_with_retry(path, read_only=read_only, timeout_s=timeout_s, poll_s=poll_s)
+        """Open (creating and migrating as needed) a lineage file or a `ducklake:postgres:...` lineage.
+
+        A file waits up to `timeout_s` for another writer to finish. A DuckLake needs `data_path` (and
+        `s3` when that is on S3) and waits up to `reconnect_timeout_s` for an unreachable catalog.
+        """
+        if is_ducklake(target):
+            lake = DuckLakeTarget(catalog=str(target), data_path=data_path or "", s3=s3)
+            backend: LineageBackend = DuckLakeBackend.open(
+                lake, read_only=read_only, reconnect_timeout_s=reconnect_timeout_s
+            )
+        else:
+            path = Path(target).expanduser().resolve()
+            if read_only and not path.exists():
+                raise FileNotFoundError(f"no lineage database at {path}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            backend = FileBackend.open(path, read_only=read_only, timeout_s=timeout_s, poll_s=poll_s)
         try:
             if read_only:
-                check_current(con)
+                backend.retrying(lambda: check_current(backend.con))
             else:
-                migrate(con)
+                backend.retrying(lambda: migrate(backend.con, ducklake=not backend.exclusive_writer))
         except BaseException:
-            con.close()
+            backend.close()
             raise
         with _registry_lock:
-            first_in_process = _open_paths.get(str(path), 0) == 0
-            _open_paths[str(path)] = _open_paths.get(str(path), 0) + 1
-        lineage = cls(con=con, path=path, read_only=read_only)
-        if first_in_process and not read_only:
+            first_in_process = _open_paths.get(backend.key, 0) == 0
+            _open_paths[backend.key] = _open_paths.get(backend.key, 0) + 1
+        lineage = cls(backend=backend, read_only=read_only)
+        if first_in_process and not read_only and backend.exclusive_writer:
             lineage._mark_dead_runs()
         return lineage
 
     @classmethod
-    def shared(cls, path: str | Path, **kwargs: Any) -> Lineage:
-        """The process-wide instance for `path`, opened on first use (for tasks running in threads)."""
-        key = str(Path(path).expanduser().resolve())
+    def shared(cls, target: str | Path, **kwargs: Any) -> Lineage:
+        """The process-wide instance for `target`, opened on first use (for tasks running in threads)."""
+        key = _registry_key(target)
         with _registry_lock:
             existing = _shared.get(key)
         if existing is not None and not existing._closed:
@@ -103,9 +142,9 @@ class Lineage:
             if self._closed:
                 return
             self._closed = True
-            self._con.close()
+            self._backend.close()
         with _registry_lock:
-            key = str(self.path)
+            key = self._backend.key
             _open_paths[key] = max(0, _open_paths.get(key, 1) - 1)
             if _shared.get(key) is self:
                 del _shared[key]
@@ -131,35 +170,21 @@ class Lineage:
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         """Run one parameterised statement and return its rows as dicts."""
         with self._lock:
-            cursor = self._con.execute(sql, params or [])
-            if cursor.description is None:
-                return []
-            names = [d[0] for d in cursor.description]
-            return [queries.decode(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
+            names, rows = self._backend.read(sql, params or [])
+        return [queries.decode(dict(zip(names, row, strict=True))) for row in rows]
 
     def _insert_many(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], conflict: str) -> None:
         """Multi-row INSERT: one statement per chunk is far faster than executemany in DuckDB."""
         if not rows:
             return
-        placeholder = "(" + ", ".join("?" for _ in columns) + ")"
         statements = []
         for start in range(0, len(rows), _CHUNK_ROWS):
             chunk = rows[start : start + _CHUNK_ROWS]
-            sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join(placeholder for _ in chunk)} {conflict}"
+            sql = self._backend.insert_sql(table, columns, len(chunk), conflict)
             statements.append((sql, [value for row in chunk for value in row]))
         with self._lock:
-            if len(statements) == 1:
-                self._con.execute(*statements[0])
-                return
             # Several chunks commit together, so a batch is recorded entirely or not at all.
-            self._con.begin()
-            try:
-                for sql, params in statements:
-                    self._con.execute(sql, params)
-                self._con.commit()
-            except BaseException:
-                self._con.rollback()
-                raise
+            self._backend.write(statements)
 
     @staticmethod
     def _last_per_key(rows: Iterable[tuple[Any, ...]], key_len: int) -> list[tuple[Any, ...]]:
@@ -194,12 +219,12 @@ class Lineage:
     def finish_run(self, run_id: str, status: str, *, finished_at: Timestamp | None = None) -> None:
         check_choice("run status", status, RUN_STATUSES)
         with self._lock:
-            found = self._con.execute(
-                "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ? RETURNING run_id",
+            if not self.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]):
+                raise KeyError(f"no run {run_id!r} in lineage")
+            self._backend.write([(
+                "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?",
                 [status, None if status == "running" else to_utc(finished_at), run_id],
-            ).fetchall()
-        if not found:
-            raise KeyError(f"no run {run_id!r} in lineage")
+            )])
 
     # Items and sources.
 

@@ -1,7 +1,8 @@
 """Merge another lineage database (e.g. a concurrent run's workdir) into this one.
 
 DuckDB allows one writer per file, so concurrent runs each write their own lineage.duckdb; this
-folds one of them into a central database once that run has finished. Merging is idempotent.
+folds one of them into a central database once that run has finished, or into a shared DuckLake
+lineage (`thinksound lineage-import`). Merging is idempotent, and commits all tables at once.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from storage.lineage_backend import rollback_quietly
 from storage.lineage_connect import connect_with_retry
 from storage.schema import current_version
 
@@ -48,25 +50,29 @@ def merge_lineage(lin: Lineage, other: str | Path, *, timeout_s: float = 60.0) -
         incoming = {table: source.execute(f"SELECT * FROM {table}").to_arrow_table() for table in _TABLES}
     finally:
         source.close()
-    counts: dict[str, int] = {}
-    with lin._lock:
+    counts = {table: rows.num_rows for table, rows in incoming.items()}
+    statement = _merge_sql if not lin.shared_backend else _ducklake_merge_sql
+
+    def apply() -> None:
         con = lin._con
         con.begin()
         try:
             for table, (key, rule) in _TABLES.items():
                 rows = incoming[table]
-                counts[table] = rows.num_rows
                 if rows.num_rows == 0:
                     continue
                 con.register("incoming_rows", rows)
                 try:
-                    con.execute(_merge_sql(table, key, rule, rows.column_names))
+                    con.execute(statement(table, key, rule, rows.column_names))
                 finally:
                     con.unregister("incoming_rows")
             con.commit()
         except BaseException:
-            con.rollback()
+            rollback_quietly(con)
             raise
+
+    with lin._lock:
+        lin._backend.retrying(apply)
     return counts
 
 
@@ -86,3 +92,21 @@ def _merge_sql(table: str, key: tuple[str, ...], rule: str, columns: list[str]) 
         column = rule.split(":", 1)[1]
         sql += f" WHERE excluded.{column} >= {table}.{column}"
     return sql
+
+
+def _ducklake_merge_sql(table: str, key: tuple[str, ...], rule: str, columns: list[str]) -> str:
+    # DuckLake has no keys for ON CONFLICT: the same rules as a MERGE on the key columns.
+    if rule == "append-new":
+        return _merge_sql(table, key, rule, columns)
+    column_list = ", ".join(columns)
+    on = " AND ".join(f"{table}.{c} = incoming_rows.{c}" for c in key)
+    sql = f"MERGE INTO {table} USING incoming_rows ON {on}"
+    if rule != "keep":
+        updates = ", ".join(f"{c} = incoming_rows.{c}" for c in columns if c not in key)
+        newer = ""
+        if rule.startswith("newer:"):
+            column = rule.split(":", 1)[1]
+            newer = f" AND incoming_rows.{column} >= {table}.{column}"
+        sql += f" WHEN MATCHED{newer} THEN UPDATE SET {updates}"
+    values = ", ".join(f"incoming_rows.{c}" for c in columns)
+    return sql + f" WHEN NOT MATCHED THEN INSERT ({column_list}) VALUES ({values})"

@@ -3,6 +3,9 @@
 Migrations are the files `storage/migrations/NNN_name.sql`, applied in order, each in its own
 transaction, and recorded in `schema_migrations`. A file is never edited once released: schema
 changes go into a new, higher-numbered file.
+
+The same files migrate a DuckLake lineage. DuckLake has no primary, unique or check constraints, so
+they are dropped from the statements there (`for_ducklake`); the writes keep rows unique instead.
 """
 
 from __future__ import annotations
@@ -41,10 +44,32 @@ def available_migrations() -> list[Migration]:
     return found
 
 
+def for_ducklake(sql: str) -> str:
+    """The statements without PRIMARY KEY and CHECK constraints, which DuckLake does not support."""
+    sql = re.sub(r",\s*PRIMARY KEY\s*\([^)]*\)", "", sql)
+    sql = re.sub(r"\s+PRIMARY KEY\b", "", sql)
+    out: list[str] = []
+    position = 0
+    for match in re.finditer(r"\s+CHECK\s*\(", sql):
+        if match.start() < position:
+            continue
+        out.append(sql[position : match.start()])
+        depth, index = 1, match.end()
+        while depth:
+            if index >= len(sql):
+                raise ValueError("unbalanced parentheses in a CHECK constraint")
+            depth += {"(": 1, ")": -1}.get(sql[index], 0)
+            index += 1
+        position = index
+    out.append(sql[position:])
+    return "".join(out)
+
+
 def current_version(con: duckdb.DuckDBPyConnection) -> int:
     """Highest applied migration, 0 for an empty database."""
     exists = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations' "
+        "AND table_catalog = current_database()"
     ).fetchone()
     if not exists or not exists[0]:
         return 0
@@ -52,13 +77,14 @@ def current_version(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
-def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
+def migrate(con: duckdb.DuckDBPyConnection, *, ducklake: bool = False) -> list[int]:
     """Apply every pending migration; return the versions applied (empty when up to date)."""
-    con.execute(
+    dialect = for_ducklake if ducklake else str
+    con.execute(dialect(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
         " applied_at TIMESTAMP NOT NULL DEFAULT (now()::TIMESTAMP))"
-    )
+    ))
     have = current_version(con)
     migrations = available_migrations()
     latest = migrations[-1].version if migrations else 0
@@ -72,7 +98,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
             continue
         con.begin()
         try:
-            con.execute(migration.sql)
+            con.execute(dialect(migration.sql))
             con.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, now()::TIMESTAMP)",
                 [migration.version, migration.name],

@@ -1,4 +1,5 @@
-"""Lineage on a real DuckDB file: migrations, view semantics, batching, locking, reprocess selection."""
+"""Lineage on both backends (a real DuckDB file; a real DuckLake on PostgreSQL): migrations, view
+semantics, batching, locking, reprocess selection, merging."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from pg_server import lakes, pg_server  # noqa: F401 - the fixtures are used by name
 
 from storage import Lineage, LineageLocked, StateUpdate
 from storage.schema import available_migrations
@@ -17,9 +19,25 @@ from storage.schema import available_migrations
 T0 = 1_700_000_000.0
 
 
+@pytest.fixture(params=["file", "ducklake"])
+def open_lineage(request, tmp_path):
+    """`open_lineage(name="lineage", **kwargs)` opens this test's lineage `name` on the backend of the param."""
+    if request.param == "file":
+        return lambda name="lineage", **kwargs: Lineage.open(tmp_path / f"{name}.duckdb", **kwargs)
+    factory = request.getfixturevalue("lakes")
+    made: dict[str, str] = {}
+
+    def open_lake(name: str = "lineage", **kwargs) -> Lineage:
+        if name not in made:
+            made[name] = factory.new()
+        return Lineage.open(made[name], data_path=str(factory.data_dir), **kwargs)
+
+    return open_lake
+
+
 @pytest.fixture
-def lin(tmp_path):
-    handle = Lineage.open(tmp_path / "lineage.duckdb")
+def lin(open_lineage):
+    handle = open_lineage()
     yield handle
     handle.close()
 
@@ -41,15 +59,24 @@ def _status(lin: Lineage) -> dict[str, dict]:
     return {row["source"]: row for row in lin.item_status()}
 
 
-def test_migrations_idempotent(tmp_path):
-    path = tmp_path / "lineage.duckdb"
-    Lineage.open(path).close()
-    with Lineage.open(path) as again:
+def test_migrations_idempotent(open_lineage):
+    open_lineage().close()
+    with open_lineage() as again:
         applied = again.execute("SELECT version, name FROM schema_migrations ORDER BY version")
-        tables = {r["table_name"] for r in again.execute("SELECT table_name FROM information_schema.tables")}
+        tables = {r["table_name"] for r in again.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database()")}
+        columns = [c["column_name"] for c in again.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'item_status' "
+            "AND table_catalog = current_database() ORDER BY ordinal_position")]
     assert [r["version"] for r in applied] == [m.version for m in available_migrations()]
     assert {"runs", "items", "run_sources", "stage_attempts", "item_state", "artifacts", "metrics", "cot",
             "cache", "item_status", "failures", "item_cot", "run_summary", "stage_timing"} <= tables
+    assert columns[:5] == ["source", "status", "error", "audio_uri", "video_uri"]
+
+
+def test_file_views_readable_without_this_code(tmp_path):
+    path = tmp_path / "lineage.duckdb"
+    Lineage.open(path).close()
     with duckdb.connect(str(path), read_only=True) as con:
         columns = [d[0] for d in con.execute("SELECT * FROM item_status").description]
     assert columns[:5] == ["source", "status", "error", "audio_uri", "video_uri"]
@@ -223,6 +250,7 @@ def test_validation(lin):
 
 
 def test_batched_writes_500_items_and_threads(lin):
+    writers, writes = (8, 20) if not lin.shared_backend else (4, 5)  # a DuckLake commit is a catalog round trip
     sources = {f"clip{n:03d}.mp4": f"item{n:03d}" for n in range(500)}
     started = time.perf_counter()
     _run(lin, "big", T0, sources)
@@ -234,16 +262,16 @@ def test_batched_writes_500_items_and_threads(lin):
     assert elapsed < 20, f"batched lineage writes for 500 items took {elapsed:.1f}s"
 
     def worker(n: int) -> None:
-        for k in range(20):
+        for k in range(writes):
             lin.record_metrics("big", f"item{n:03d}", {f"m{k}": float(k)})
             lin.set_item_state("big", f"clip{n:03d}.mp4", status="running", stage="qc")
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(writers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert lin.execute("SELECT count(*) AS n FROM metrics")[0]["n"] == 160
+    assert lin.execute("SELECT count(*) AS n FROM metrics")[0]["n"] == writers * writes
 
 
 _HOLDER = """
@@ -285,13 +313,12 @@ def test_second_process_waits_then_fails_clearly(tmp_path):
         holder.wait(timeout=30)
 
 
-def test_read_only_open(tmp_path):
+def test_read_only_open(tmp_path, open_lineage):
     with pytest.raises(FileNotFoundError):
         Lineage.open(tmp_path / "none.duckdb", read_only=True)
-    path = tmp_path / "lineage.duckdb"
-    with Lineage.open(path) as lin:
+    with open_lineage() as lin:
         _run(lin, "r1", T0, {"a.mp4": "i"})
-    with Lineage.open(path, read_only=True) as reader:
+    with open_lineage(read_only=True) as reader:
         assert reader.run_summary()[0]["run_id"] == "r1"
 
 
@@ -307,8 +334,9 @@ def test_shared_instance_per_process(tmp_path):
     second.close()
 
 
-def test_merge_concurrent_workdirs(tmp_path):
-    """Two runs write their own files (one writer each); both fold into a central database."""
+def test_merge_concurrent_workdirs(tmp_path, open_lineage):
+    """Two runs write their own files (one writer each); both fold into a central lineage (a file, or a
+    DuckLake as `thinksound lineage-import` does)."""
     with Lineage.open(tmp_path / "w1" / "lineage.duckdb") as one:
         _run(one, "r1", T0, {"shared.mp4": "i1", "only1.mp4": "i2"})
         one.set_item_states("r1", [dict(source="shared.mp4", status="failed", stage="qc", error="too quiet"),
@@ -325,7 +353,7 @@ def test_merge_concurrent_workdirs(tmp_path):
         two.record_attempt(run_id="r2", stage="synthesis", status="succeeded", item_id="i1", started_at=T0 + 61,
                            finished_at=T0 + 62)
         two.finish_run("r2", "completed")
-    with Lineage.open(tmp_path / "central.duckdb") as central:
+    with open_lineage("central") as central:
         central.merge_from(tmp_path / "w2" / "lineage.duckdb")
         counts = central.merge_from(tmp_path / "w1" / "lineage.duckdb")
         assert counts["runs"] == 1 and counts["item_state"] == 2
@@ -338,5 +366,5 @@ def test_merge_concurrent_workdirs(tmp_path):
         assert central.execute("SELECT count(*) AS n FROM cot")[0]["n"] == 1, "merging twice adds nothing"
         assert central.execute("SELECT count(*) AS n FROM stage_attempts")[0]["n"] == 1
         assert central.cache_get("k") == "file:///one"
-        with pytest.raises(ValueError):
-            central.merge_from(tmp_path / "central.duckdb")
+    with Lineage.open(tmp_path / "central.duckdb") as central, pytest.raises(ValueError):
+        central.merge_from(tmp_path / "central.duckdb")
