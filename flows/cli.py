@@ -185,6 +185,10 @@ def run(
     cot_prompt: CotPrompt = None,
     start_cot_server: Annotated[bool, typer.Option(help="Start a local vLLM server for this run.")] = False,
     fail_on_errors: FailOnErrors = False,
+    artifact_base_url: Annotated[
+        str | None, typer.Option(help="Where `thinksound serve` serves the local store: report links go there.")
+    ] = None,
+    link_expiry: Annotated[int | None, typer.Option(help="Seconds the report's S3 links stay valid.")] = None,
 ) -> None:
     """Dub every video of INPUT. Exits 0 when the run completed with at least one item dubbed, 1 when
     none was (or any failed, with --fail-on-errors)."""
@@ -195,6 +199,7 @@ def run(
             _given(
                 preset=preset, weights=weights, store=store, device=device, precision=precision,
                 batch_size=batch_size, steps=steps, cfg_scale=cfg_scale, seed=seed, max_duration_sec=max_duration,
+                artifact_base_url=artifact_base_url, link_expiry_s=link_expiry,
                 cot={"url": cot_url, "model": cot_model, "prompt_version": cot_prompt,
                      "start_server": start_cot_server},
                 quality={"loudness_target_lufs": loudness_target, "max_regenerations": max_regenerations},
@@ -381,6 +386,33 @@ def demo(
             app.block_thread()
         finally:
             app.close()
+
+
+@app.command()
+def serve(
+    workdir: Workdir = Path("thinksound-work"),
+    store: Annotated[str | None, typer.Option(help="A local store folder; default WORKDIR/artifacts.")] = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,
+) -> None:
+    """Serve the local artifact folder read-only on 127.0.0.1:PORT, for clickable report links."""
+    from flows.serve import HOST, artifact_server
+
+    root = Path(store) if store else workdir / "artifacts"
+    if not root.is_dir():
+        console.print(f"[red]error:[/] no artifact folder at {root}")
+        raise typer.Exit(2)
+    try:
+        server = artifact_server(root, port)
+    except OSError as exc:  # the port is taken
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    url = f"http://{HOST}:{server.server_address[1]}/"
+    typer.echo(f"Serving {root.resolve()} read-only on {url}")
+    typer.echo(f"Runs with --artifact-base-url {url} link their outputs here.")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
 
 
 def main() -> None:

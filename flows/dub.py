@@ -157,7 +157,7 @@ def run_sources(
     # `thinksound status` or the next run can open it while this (warm) worker process lives on.
     runtime.close_lineage(settings)
     publish_summary(run_id, done, stage_seconds)
-    publish_report(run_id, done, settings.preset)
+    publish_report(run_id, done, settings)
     counts = Counter(i.status for i in done)
     for item in done:
         if item.status in ("failed", "rejected"):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+import re
+from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote, unquote, urlparse
 from uuid import UUID
 
 from prefect.artifacts import (
@@ -13,7 +16,11 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from storage import ArtifactStore
+from tasks import runtime
+from tasks.config import PipelineSettings
 from tasks.items import WorkItem
+from tasks.publish import output_keys
 
 TINY_WARNING = (
     "> **Note:** this run used the `tiny` preset, whose models are randomly initialised. "
@@ -49,25 +56,78 @@ class RunProgress:
 
 
 def publish_summary(run_id: str, items: list[WorkItem], stage_seconds: dict[str, float]) -> None:
-    counts = Counter(("cached" if i.cached else i.status) for i in items)
+    counts = Counter(i.status for i in items)
     rows = [{"metric": f"items {status}", "value": n} for status, n in sorted(counts.items())]
+    rows.append({"metric": "items cached (reused from earlier runs)", "value": sum(1 for i in items if i.cached)})
     rows += [{"metric": f"time in {stage} (s)", "value": round(s, 3)} for stage, s in stage_seconds.items()]
     create_table_artifact(rows, key=_key(run_id, "summary"), description=f"Dubbing run {run_id}: summary")
 
 
-def publish_report(run_id: str, items: list[WorkItem], preset: str) -> None:
-    by_status: dict[str, list[WorkItem]] = defaultdict(list)
-    for item in items:
-        by_status[item.status].append(item)
-    lines = [f"# Dubbing run `{run_id}`", ""]
+def publish_report(run_id: str, items: list[WorkItem], settings: PipelineSettings) -> None:
+    store = runtime.store(settings)
+    markdown = report_markdown(
+        run_id, items, preset=settings.preset, outputs=lambda item: outputs_cell(item, store, settings)
+    )
+    create_markdown_artifact(markdown, key=_key(run_id, "report"), description=f"Dubbing run {run_id}")
+
+
+def report_markdown(
+    run_id: str, items: list[WorkItem], *, preset: str, outputs: Callable[[WorkItem], str]
+) -> str:
+    """The run's report: counts, a table of outputs, then every failure with its full reason.
+
+    Sources and reasons are user data: escaped, so a crafted file name renders as text, never as a link.
+    Reasons are list items, which wrap, rather than table cells, which the UI cuts.
+    """
+    counts = Counter(i.status for i in items)
+    cached = sum(1 for i in items if i.cached)
+    lines = [f"# Dubbing run {escape_markdown(run_id)}", ""]
     if preset == "tiny":
         lines += [TINY_WARNING, ""]
-    lines += [f"- {status}: {len(group)}" for status, group in sorted(by_status.items())]
-    lines += ["", "| source | status | outputs / reason |", "|---|---|---|"]
-    for item in items:
-        if item.status == "succeeded":
-            detail = f"[audio]({item.audio_uri}) · [video]({item.video_uri}) · [metrics]({item.metrics_uri})"
-        else:
-            detail = (item.error or "").replace("|", "/")
-        lines.append(f"| `{item.source}` | {item.status}{' (cached)' if item.cached else ''} | {detail} |")
-    create_markdown_artifact("\n".join(lines), key=_key(run_id, "report"), description=f"Dubbing run {run_id}")
+    for status, n in sorted(counts.items()):
+        suffix = f" ({cached} cached from earlier runs)" if status == "succeeded" and cached else ""
+        lines.append(f"- {status}: {n}{suffix}")
+    succeeded = [i for i in items if i.status == "succeeded"]
+    if succeeded:
+        lines += ["", "## Outputs", "", "| source | outputs |", "|---|---|"]
+        lines += [f"| {escape_markdown(i.source)} | {outputs(i)} |" for i in succeeded]
+    problems = [i for i in items if i.status != "succeeded"]
+    if problems:
+        lines += ["", "## Failed and rejected", ""]
+        for item in problems:
+            lines.append(
+                f"- **{item.status}** at {escape_markdown(item.stage)}: {escape_markdown(item.source)}  \n"
+                f"  {escape_markdown(item.error or 'no reason recorded')}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def outputs_cell(item: WorkItem, store: ArtifactStore, settings: PipelineSettings) -> str:
+    """Clickable links where the browser can follow them (presigned S3 URLs, or a served local folder);
+    otherwise the output folder as a path to copy: browsers refuse file:// links from a web page."""
+    keys = output_keys(item)
+    links = {kind: store.share_url(key, expires_s=settings.link_expiry_s) for kind, key in keys.items()}
+    if all(links.values()):
+        return " · ".join(f"[{kind}](<{url}>)" for kind, url in links.items())
+    if settings.artifact_base_url:
+        base = settings.artifact_base_url.rstrip("/")
+        return " · ".join(f"[{kind}](<{base}/{quote(key)}>)" for kind, key in keys.items())
+    folder = Path(unquote(urlparse(item.metrics_uri or "").path)).parent
+    return code_span(f"{folder}/")
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+
+
+def escape_markdown(text: str) -> str:
+    """Text that renders as itself in Markdown (and in a table cell): no link, emphasis or HTML."""
+    one_line = " ".join(text.splitlines())
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", one_line.replace("&", "&amp;").replace("<", "&lt;"))
+
+
+def code_span(text: str) -> str:
+    """`text` as inline code, whatever backticks it holds (usable in a table cell)."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    cell_safe = text.replace("|", "\\|")
+    return f"{fence} {cell_safe} {fence}"

@@ -50,6 +50,11 @@ class ArtifactStore(abc.ABC):
     def uri(self, key: str) -> str:
         """The object's URI: `file:///abs/path` or `s3://bucket/prefix/key`."""
 
+    def share_url(self, key: str, *, expires_s: int) -> str | None:
+        """An HTTP URL that lets anyone holding it read the object for `expires_s` seconds, or None
+        when the store has no such thing (a local folder: serve it with `thinksound serve`)."""
+        return None
+
     @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Remove the object; deleting a missing key is not an error."""

@@ -7,6 +7,7 @@ appear whole; an interrupted upload leaves nothing a reader can see.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import io
 import logging
 import threading
@@ -236,6 +237,13 @@ class S3Store(ArtifactStore):
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._name(key)}"
+
+    def share_url(self, key: str, *, expires_s: int) -> str:
+        """A presigned GET URL (S3 allows at most 7 days)."""
+        with translate_errors(f"presign {self.uri(key)}"):
+            return self._client.presigned_get_object(
+                self.bucket, self._name(key), expires=datetime.timedelta(seconds=expires_s)
+            )
 
     def delete(self, key: str) -> None:
         name = self._name(key)

@@ -92,6 +92,10 @@ class PipelineSettings(BaseModel):
     batch_size: int = Field(8, ge=1, le=1024)
     max_duration_sec: float = Field(10.0, gt=0)
     store: str | None = None
+    # Report links: presigned S3 URLs live this long (S3's limit is 7 days); a local store's outputs
+    # are linked under `artifact_base_url` when it is set (where `thinksound serve` serves them).
+    link_expiry_s: int = Field(7 * 24 * 3600, ge=1, le=7 * 24 * 3600)
+    artifact_base_url: str | None = None
     s3: S3Settings = S3Settings()
     quality: QualitySettings = QualitySettings()
     cot: CotSettings = CotSettings()
