@@ -189,6 +189,14 @@ def run(
         str | None, typer.Option(help="Where `thinksound serve` serves the local store: report links go there.")
     ] = None,
     link_expiry: Annotated[int | None, typer.Option(help="Seconds the report's S3 links stay valid.")] = None,
+    executor: Annotated[
+        str | None, typer.Option(help="'local' (default: this process) or 'ray' (stages on a Ray cluster).")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join (HOST:PORT); without it, --executor ray starts a local Ray.")
+    ] = None,
+    ray_workers: Annotated[int | None, typer.Option(help="Ray model workers (each keeps its models warm).")] = None,
+    ray_gpus: Annotated[float | None, typer.Option(help="GPUs per Ray model worker (fractions share a GPU).")] = None,
 ) -> None:
     """Dub every video of INPUT. Exits 0 when the run completed with at least one item dubbed, 1 when
     none was (or any failed, with --fail-on-errors)."""
@@ -200,6 +208,7 @@ def run(
                 preset=preset, weights=weights, store=store, device=device, precision=precision,
                 batch_size=batch_size, steps=steps, cfg_scale=cfg_scale, seed=seed, max_duration_sec=max_duration,
                 artifact_base_url=artifact_base_url, link_expiry_s=link_expiry,
+                executor=executor, ray_address=ray_address, ray_workers=ray_workers, ray_gpus=ray_gpus,
                 cot={"url": cot_url, "model": cot_model, "prompt_version": cot_prompt,
                      "start_server": start_cot_server},
                 quality={"loudness_target_lufs": loudness_target, "max_regenerations": max_regenerations},

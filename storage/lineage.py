@@ -343,12 +343,13 @@ class Lineage:
                 attempt_id, attempt.run_id, attempt.item_id, attempt.source, attempt.stage, attempt.status,
                 attempt.input_hash, to_json(attempt.params), attempt.model_version, attempt.prompt_version,
                 started, finished, max(0.0, (finished - started).total_seconds()), attempt.error,
-                to_json(attempt.details),
+                to_json(attempt.details), attempt.worker,
             ))
         self._insert_many(
             "stage_attempts",
             ("attempt_id", "run_id", "item_id", "source", "stage", "status", "input_hash", "params",
-             "model_version", "prompt_version", "started_at", "finished_at", "duration_s", "error", "details"),
+             "model_version", "prompt_version", "started_at", "finished_at", "duration_s", "error", "details",
+             "worker"),
             rows,
             "",
         )

@@ -64,6 +64,8 @@ class Attempt:
     prompt_version: str | None = None
     error: str | None = None
     details: Mapping[str, Any] | None = None
+    # `<hostname>:<pid>` of the process that ran the attempt's compute.
+    worker: str | None = None
 
     def __post_init__(self) -> None:
         check_choice("stage", self.stage, STAGES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -9,6 +10,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Precision = Literal["fp32", "bf16", "fp16"]
+# Where the stages compute: in this process, or on a Ray cluster (the flow stays in this process).
+Executor = Literal["local", "ray"]
+# A running cluster's GCS address (`ray start --head` prints it), a Ray Client URI, or "auto".
+_RAY_ADDRESS = re.compile(r"^(auto|(ray://)?[A-Za-z0-9.\-]+:\d{1,5})$")
 
 # Synchformer needs one 16-frame window at 25 fps to say anything about the video.
 MIN_CONDITIONING_SEC = 16 / 25
@@ -96,6 +101,14 @@ class PipelineSettings(BaseModel):
     # are linked under `artifact_base_url` when it is set (where `thinksound serve` serves them).
     link_expiry_s: int = Field(7 * 24 * 3600, ge=1, le=7 * 24 * 3600)
     artifact_base_url: str | None = None
+    executor: Executor = "local"
+    # With executor "ray": the cluster to join; None starts a local Ray for the run and stops it after.
+    ray_address: str | None = None
+    # Model workers (Ray actors holding warm models), GPUs each one requests (fractions share a GPU),
+    # and CPUs each Ray task or worker requests.
+    ray_workers: int = Field(2, ge=1, le=4096)
+    ray_gpus: float = Field(0.0, ge=0, le=64)
+    ray_cpus: float = Field(1.0, gt=0, le=256)
     s3: S3Settings = S3Settings()
     quality: QualitySettings = QualitySettings()
     cot: CotSettings = CotSettings()
@@ -104,6 +117,18 @@ class PipelineSettings(BaseModel):
     def _check_duration(self) -> PipelineSettings:
         if self.max_duration_sec < MIN_CONDITIONING_SEC:
             raise ValueError(f"max_duration_sec must be at least {MIN_CONDITIONING_SEC} s")
+        return self
+
+    @model_validator(mode="after")
+    def _check_ray_address(self) -> PipelineSettings:
+        if self.ray_address is None:
+            return self
+        if self.executor != "ray":
+            raise ValueError("ray_address is only used with executor 'ray'")
+        if not _RAY_ADDRESS.match(self.ray_address):
+            raise ValueError(
+                f"ray_address must be HOST:PORT, ray://HOST:PORT or 'auto', got {self.ray_address!r}"
+            )
         return self
 
     @property

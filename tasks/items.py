@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -140,6 +142,15 @@ def batch_share(started: float, finished: float, index: int, count: int) -> tupl
     return started + index * share, started + (index + 1) * share
 
 
+def worker_identity() -> str:
+    """`<hostname>:<pid>` of this process; asked each time, since a worker may be a forked process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def attempt(run_id: str, stage: str, item: WorkItem, *, status: str, **fields: object) -> dict[str, object]:
-    """A lineage stage-attempt row for one item (timings, hashes and details in `fields`)."""
-    return dict(run_id=run_id, stage=stage, status=status, item_id=item.item_id, source=item.source, **fields)
+    """A lineage stage-attempt row for one item (timings, hashes and details in `fields`), made by the
+    process that ran the compute, which it names as the attempt's worker."""
+    return dict(
+        run_id=run_id, stage=stage, status=status, item_id=item.item_id, source=item.source,
+        worker=worker_identity(), **fields,
+    )

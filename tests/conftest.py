@@ -38,3 +38,15 @@ def vllm_server(tmp_path_factory):
     server = cpu_server(model_dir, log_path=root / "vllm.log", media_root=root)
     with server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One real local Ray cluster (head node, 2 CPUs, so 2 worker processes at once) per session."""
+    from ray_cluster import RayCluster
+
+    cluster = RayCluster(num_cpus=2).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -142,6 +142,17 @@ def test_lineage_records_stages_versions_and_timings(first_run, dataset):
     assert run_status == "completed"
 
 
+def test_every_attempt_names_the_process_that_ran_it(first_run):
+    import os
+    import socket
+
+    workdir, result = first_run
+    with duckdb.connect(str(workdir / "lineage.duckdb"), read_only=True) as con:
+        workers = {r[0] for r in con.execute(
+            "SELECT DISTINCT worker FROM stage_attempts WHERE run_id = ?", [result["run_id"]]).fetchall()}
+    assert workers == {f"{socket.gethostname()}:{os.getpid()}"}, "the local executor computes in this process"
+
+
 def test_rejected_items_are_reprocessed_with_relaxed_checks(dataset, tmp_path):
     from flows.dub import RunFailed, dub_dataset
     from flows.reprocess import reprocess_failed

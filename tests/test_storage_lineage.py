@@ -368,3 +368,25 @@ def test_merge_concurrent_workdirs(tmp_path, open_lineage):
         assert central.cache_get("k") == "file:///one"
     with Lineage.open(tmp_path / "central.duckdb") as central, pytest.raises(ValueError):
         central.merge_from(tmp_path / "central.duckdb")
+
+
+def test_attempts_keep_the_worker_that_ran_them(tmp_path):
+    path = tmp_path / "lineage.duckdb"
+    with duckdb.connect(str(path)) as con:  # a database made before the worker column existed
+        from storage.schema import migrate
+
+        con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
+                    " applied_at TIMESTAMP NOT NULL DEFAULT (now()::TIMESTAMP))")
+        for migration in available_migrations():
+            if migration.name in ("tables", "views"):
+                con.execute(migration.sql)
+                con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                            [migration.version, migration.name])
+        con.execute("INSERT INTO stage_attempts (attempt_id, run_id, stage, status, started_at, finished_at,"
+                    " duration_s) VALUES ('old', 'r0', 'ingest', 'succeeded', now(), now(), 0)")
+        migrate(con)
+    with Lineage.open(path) as lin:
+        lin.record_attempts([dict(run_id="r1", stage="ingest", status="succeeded", item_id="i", started_at=T0,
+                                  finished_at=T0, worker="node-7:4242")])
+        rows = lin.execute("SELECT attempt_id, worker FROM stage_attempts ORDER BY run_id")
+    assert [r["worker"] for r in rows] == [None, "node-7:4242"]
