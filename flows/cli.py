@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import logging
 import os
 import sys
@@ -20,8 +19,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from flows.cli_lineage import lineage, status
 from flows.embedded_api import embedded_prefect_api
 from flows.shutdown import Interrupted, stop_on_signals
 from flows.weights_cli import app as weights_app
@@ -279,73 +278,8 @@ def reprocess(
     _finish(state)
 
 
-def _open_lineage(workdir: Path):
-    from storage import Lineage
-
-    path = workdir / "lineage.duckdb"
-    if not path.exists():
-        console.print(f"[red]no lineage database at {path}[/]")
-        raise typer.Exit(1)
-    return Lineage.open(path, read_only=True)
-
-
-def _print_rows(title: str, rows: list[dict]) -> None:
-    if not rows:
-        console.print(f"{title}: nothing recorded")
-        return
-    table = Table(title=title)
-    for column in rows[0]:
-        table.add_column(str(column))
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row.values()))
-    Console().print(table)
-
-
-@app.command()
-def status(
-    workdir: Workdir = Path("thinksound-work"),
-    run_id: Annotated[str | None, typer.Option(help="One run; default: every run.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-) -> None:
-    """The run summary from lineage."""
-    with _open_lineage(workdir) as lin:
-        rows = lin.run_summary(run_id)
-    if as_json:
-        sys.stdout.write(json.dumps(rows, default=str, indent=2) + "\n")
-    else:
-        _print_rows("runs", rows)
-
-
-@app.command()
-def lineage(
-    item: Annotated[str, typer.Argument(help="An item id or a source path/URI.")],
-    workdir: Workdir = Path("thinksound-work"),
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-) -> None:
-    """The full history of one item: every stage attempt, state and artifact, across runs."""
-    with _open_lineage(workdir) as lin:
-        history = lin.item_history(item)
-    if as_json:
-        sys.stdout.write(json.dumps(history, default=str, indent=2) + "\n")
-        return
-    if not history:
-        console.print(f"[red]nothing recorded for {item}[/]")
-        raise typer.Exit(1)
-    _print_rows(f"history of {item}", [_history_row(event) for event in history])
-
-
-def _history_row(event: dict) -> dict:
-    """One line per lineage event, whatever its table, for the terminal."""
-    detail = event.get("error") or event.get("uri") or event.get("caption_cot") or event.get("value")
-    return {
-        "time": event.get("time"),
-        "event": event["event"],
-        "run": event.get("run_id"),
-        "stage/kind": event.get("stage") or event.get("kind") or event.get("name") or event.get("backend"),
-        "status": event.get("status"),
-        "source": event.get("source"),
-        "detail": detail,
-    }
+app.command()(status)
+app.command()(lineage)
 
 
 @app.command()
