@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 
-from cot_prompts.budget import BudgetError, fit_to_budget, normalize_text
+from cot_prompts.budget import cut_to_budget, normalize_text
 from cot_prompts.prompt import PromptTemplate, load_prompt
 from cot_prompts.types import T5_TOKEN_BUDGET, CotRequest, CotResult, TokenCounter
+
+logger = logging.getLogger(__name__)
 
 
 class ProvidedBackend:
     """Validates manifest texts against the T5 budget; never calls a model.
 
-    - `caption_cot` given: backend 'provided'; over budget it is shortened at a sentence boundary
-      (`shortened` set) or, when its first sentence alone is over budget, the item fails.
-    - only `caption` given: backend 'template', a CoT filled in from the prompt's `fallback_cot`. It is
-      recorded under that name and is not model output.
+    - `caption_cot` given: backend 'provided'; over budget it is cut at the budget, as the original's
+      T5 encoder does, with a warning, `shortened` set and the tokens cut in `t5_truncated_tokens`.
+    - only `caption` given: backend 'template', a CoT filled in from the prompt's `fallback_cot` (cut
+      the same way). It is recorded under that name and is not model output.
     - neither: backend 'none', empty texts; the generator then uses its learned empty-text features.
     """
 
@@ -35,7 +38,7 @@ class ProvidedBackend:
 
     @property
     def identity(self) -> str:
-        return f"provided:t5max={self.max_t5_tokens}:fallback={self.prompt.version}"
+        return f"provided:t5max={self.max_t5_tokens}:cut:fallback={self.prompt.version}"
 
     def generate(self, requests: Sequence[CotRequest]) -> list[CotResult]:
         return [self.describe(request) for request in requests]
@@ -66,25 +69,27 @@ class ProvidedBackend:
                 retries=0,
                 error=None,
             )
-        error = None
-        try:
-            fit = fit_to_budget(text, count_tokens=self.count_t5_tokens, max_tokens=self.max_t5_tokens)
-            final, tokens, shortened = fit.text, fit.tokens, fit.shortened
-        except BudgetError as exc:
-            final, tokens, shortened, error = "", self.count_t5_tokens(text), False, str(exc)
+        fit = cut_to_budget(text, count_tokens=self.count_t5_tokens, max_tokens=self.max_t5_tokens)
+        if fit.shortened:
+            logger.warning(
+                "item %s: the %s CoT has %d T5 tokens, over the %d the encoder reads: cut to %d, as the "
+                "original does",
+                request.item_id, backend, fit.tokens, self.max_t5_tokens, fit.fitted_tokens,
+            )
         return CotResult(
             item_id=request.item_id,
             caption=caption,
-            caption_cot=final,
+            caption_cot=fit.text,
             backend=backend,
             model=None,
             prompt_version=version,
             prompt_hash=digest,
             raw_answer=text,
             parsed=None,
-            t5_tokens=tokens,
-            shortened=shortened,
+            t5_tokens=fit.tokens,
+            shortened=fit.shortened,
             latency_s=time.perf_counter() - started,
             retries=0,
-            error=error,
+            error=None,
+            t5_truncated_tokens=fit.tokens - fit.fitted_tokens,
         )

@@ -49,6 +49,7 @@ class CotResult:
     retries: int
     error: str | None
     http_s: float = 0.0  # time spent waiting on the server, so callers can tell their own overhead
+    t5_truncated_tokens: int = 0  # tokens cut off the end of a text the user wrote, to fit the budget
 
     @property
     def ok(self) -> bool:

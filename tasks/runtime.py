@@ -14,7 +14,7 @@ from pathlib import Path
 from storage import ArtifactStore, Lineage, open_store
 from tasks.config import PipelineSettings
 from tasks.s3_access import is_s3_uri, s3_config
-from thinksound.features.version import FEATURES_CODE_VERSION
+from thinksound.features.version import FEATURES_CODE_VERSION, TINY_T5_TOKENIZER
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def video_extractor_version(settings: PipelineSettings) -> str:
 def text_encoder_version(settings: PipelineSettings) -> str:
     code = _features_code().format(precision=settings.precision)
     if settings.preset == "tiny":
-        return f"tiny/random-seed0/{code}"
+        return f"tiny/random-seed0/{TINY_T5_TOKENIZER}/{code}"
     return f"{settings.clip_model}|{settings.t5_model}/{code}"
 
 

@@ -29,20 +29,33 @@ def test_provided_cot_within_budget_is_kept_and_recorded_as_provided():
     assert result.model is None and result.prompt_version is None and result.retries == 0
 
 
-def test_provided_cot_over_budget_is_shortened_at_a_sentence_boundary():
+def test_provided_cot_over_budget_is_cut_at_the_budget_with_a_warning(caplog):
     cot = "Start with rain on glass. Add a low rumble of rain on the roof. Add wind. Avoid voices and music."
-    [result] = ProvidedBackend(words, max_t5_tokens=11).generate([request(caption_cot=cot)])
-    assert result.ok and result.shortened
+    with caplog.at_level("WARNING", logger="cot_prompts.provided"):
+        [result] = ProvidedBackend(words, max_t5_tokens=11).generate([request(caption_cot=cot)])
+    assert result.ok and result.shortened and result.backend == "provided"
     assert result.t5_tokens == words(cot), "t5_tokens is the length before the cut"
-    assert result.caption_cot == "Start with rain on glass. Avoid voices and music."
+    # What the original's encoder would read: the first 10 words and the end token.
+    assert result.caption_cot == "Start with rain on glass. Add a low rumble of"
+    assert result.t5_truncated_tokens == words(cot) - 11
     assert result.raw_answer == cot
+    assert "item-1" in caplog.text and "cut to 11" in caplog.text
 
 
-def test_provided_cot_whose_first_sentence_is_too_long_fails_with_reason():
+def test_provided_cot_whose_first_sentence_is_too_long_is_cut_not_failed():
     cot = "Start with a very long description of every single sound that happens here. Avoid music."
     [result] = ProvidedBackend(words, max_t5_tokens=8).generate([request(caption_cot=cot)])
-    assert not result.ok and result.error.startswith("cot_too_long")
-    assert result.caption_cot == "" and result.t5_tokens == words(cot)
+    assert result.ok and result.shortened
+    assert result.caption_cot == "Start with a very long description of"
+    assert result.t5_tokens == words(cot) and result.t5_truncated_tokens == words(cot) - 8
+
+
+def test_a_single_word_longer_than_the_budget_is_cut_between_characters():
+    def characters(text: str) -> int:
+        return len(text) + 1
+
+    [result] = ProvidedBackend(characters, max_t5_tokens=6).generate([request(caption_cot="Supercalifragilistic")])
+    assert result.ok and result.caption_cot == "Super"
 
 
 def test_caption_only_gives_a_template_cot_marked_as_such():
@@ -56,10 +69,11 @@ def test_caption_only_gives_a_template_cot_marked_as_such():
     assert result.t5_tokens == words(result.caption_cot) <= 77
 
 
-def test_template_cot_obeys_the_budget_too():
+def test_template_cot_is_cut_at_the_budget_too():
     long_caption = " ".join(["very"] * 80) + " loud engine"
     [result] = ProvidedBackend(words).generate([request(caption=long_caption)])
-    assert not result.ok and result.backend == "template" and "first sentence" in result.error
+    assert result.ok and result.backend == "template" and result.shortened
+    assert words(result.caption_cot) == 77 and result.caption_cot.startswith("Start with the sound of very")
 
 
 def test_nothing_given_means_no_text_and_backend_none():

@@ -121,7 +121,7 @@ def test_t5_token_count_and_truncation(ext):
     n = ext.count_t5_tokens(short)
     t = ext.encode_texts(["rain"], [short])[0]
     assert t.t5_tokens == n and t.t5_truncated_tokens == 0 and 2 < n < 77
-    base = "The dog barks loudly while cars pass by on the wet street. " * 4
+    base = "The dog barks loudly while cars pass by on the wet street. " * 7
     assert ext.count_t5_tokens(base) > 77
     long_a, long_b = base + "Then thunder.", base + "Afterwards birds sing."
     ta, tb = ext.encode_texts(["x", "x"], [long_a, long_b])

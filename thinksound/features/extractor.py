@@ -21,7 +21,7 @@ from thinksound.features.record import TextFeatures, VideoFeatures
 from thinksound.features.synchformer import Synchformer
 from thinksound.features.t5 import T5TextEncoder
 from thinksound.features.tiny import TINY_FORMAT, build_tiny
-from thinksound.features.version import FEATURES_CODE_VERSION
+from thinksound.features.version import FEATURES_CODE_VERSION, TINY_T5_TOKENIZER
 from thinksound.features.video import DecodedClip
 from thinksound.features.weights import SYNCHFORMER_FILENAME, load_synchformer, source_identity
 
@@ -122,6 +122,7 @@ class FeatureExtractor:
             directory = keepalive.name
         paths = build_tiny(directory, seed=seed)
         tag = f"tiny:{TINY_FORMAT}:seed={seed}"
+        t5_tag = f"{tag}:{TINY_T5_TOKENIZER}"
         ext = cls(
             clip=paths.clip,
             t5=paths.t5,
@@ -129,7 +130,7 @@ class FeatureExtractor:
             device=device,
             precision=precision,
             is_random_init=True,
-            identity={"clip": tag, "t5": tag, "synchformer": tag},
+            identity={"clip": tag, "t5": t5_tag, "synchformer": tag},
             local_files_only=True,
             **batching,
         )

@@ -11,8 +11,9 @@ branch and sync head of the same width and depth (DeSync, ``thinksound.qc``). Te
 
 from __future__ import annotations
 
-import string
+import json
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -28,6 +29,7 @@ from thinksound.qc.sync_audio import AudioBranchConfig
 from thinksound.qc.sync_head import SyncHeadConfig
 
 TINY_FORMAT = "tiny-v1"
+TINY_T5_VOCAB_FILE = "tiny_t5_vocab.json"
 
 
 @dataclass(frozen=True)
@@ -63,10 +65,10 @@ def _clip_tokenizer() -> CLIPTokenizer:
 
 
 def _t5_tokenizer() -> T5Tokenizer:
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
-    chars = string.ascii_lowercase + string.ascii_uppercase + string.digits + string.punctuation
-    pieces += [("\u2581" + c, -3.0) for c in chars]
-    pieces += [(c, -4.0) for c in chars]
+    # A unigram (SentencePiece-style) vocabulary trained offline on a few KB of English, so that text
+    # costs about as many tokens as with T5's own (tools/build_tiny_t5_vocab.py rebuilds it).
+    data = json.loads(resources.files(__package__).joinpath(TINY_T5_VOCAB_FILE).read_text(encoding="utf-8"))
+    pieces = [(piece, float(score)) for piece, score in data["pieces"]]
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=TEXT_LENGTH)
 
 
