@@ -11,6 +11,7 @@ import gc
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from flows.cli_errors import console_logs_without_tracebacks, fatal_errors, record_workdir
 from flows.cli_lineage import lineage, status
 from flows.embedded_api import embedded_prefect_api
 from flows.shutdown import Interrupted, stop_on_signals
@@ -38,7 +40,11 @@ Workdir = Annotated[Path, typer.Option("--workdir", "-w", help="Lineage, local a
 
 
 def _prepare_environment(workdir: Path) -> None:
+    record_workdir(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    # A work directory that cannot be written fails here, in one line, not deep inside Prefect.
+    with tempfile.TemporaryFile(dir=workdir):
+        pass
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     if "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
@@ -98,6 +104,8 @@ def _run_errors():
     from storage import LineageLocked
     from tasks.ingest import ManifestError
 
+    console_logs_without_tracebacks()
+
     try:
         yield
     except (ManifestError, LineageLocked, ValidationError, CotError) as exc:
@@ -143,6 +151,8 @@ def _finish(state) -> None:
     from flows.dub import RunFailed
 
     result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException) and not isinstance(result, RunFailed):
+        raise result  # the run itself failed (store down, disk full...): see `fatal_errors`
     failed = isinstance(result, RunFailed)
     _print_outcome(result.result if failed else result)
     if failed:
@@ -360,7 +370,7 @@ def serve(
 
 def main() -> None:
     try:
-        with stop_on_signals():
+        with stop_on_signals(), fatal_errors():
             app()
     except Interrupted as stop:
         console.print(f"[yellow]{stop}[/]: finished work is committed; rerun to continue.")

@@ -111,8 +111,9 @@ class DemoBackend:
     def warm_up(self) -> None:
         """Load the generator and the feature extractor once, before the first request needs them."""
         started = time.perf_counter()
-        runtime.generator(self.settings)
-        runtime.extractor(self.settings)
+        with runtime.quiet_progress_bars():
+            runtime.generator(self.settings)
+            runtime.extractor(self.settings)
         self._warm.set()
         logger.info("demo models loaded in %.1f s", time.perf_counter() - started)
 

@@ -146,7 +146,7 @@ def run_sources(
     if settings.preset == "tiny":
         logger.warning(runtime.RANDOM_WEIGHTS_WARNING)
     try:
-        with cot_server(settings) as active:
+        with cot_server(settings) as active, runtime.quiet_progress_bars():
             done, stage_seconds = process_items(items, active, run_id)
     except BaseException:
         lin.finish_run(run_id, "crashed")

@@ -6,8 +6,10 @@ keeps the generator and the feature extractors loaded from one batch to the next
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -116,6 +118,21 @@ def _load_extractor(
         device=device,
         precision=precision,
     )
+
+
+@contextlib.contextmanager
+def quiet_progress_bars() -> Iterator[None]:
+    """No tqdm bars from transformers or the hub ("Writing model shards", "Loading weights") while the
+    block runs: they fill worker logs, and progress is shown by the CLI's bar and the progress artifact."""
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
 
 
 def generator(settings: PipelineSettings):

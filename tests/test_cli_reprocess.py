@@ -105,6 +105,13 @@ def test_each_failed_item_is_one_log_line_with_source_stage_and_reason(failed_th
     assert len(lines) == 1 and lines[0].startswith("failed at ingest: "), lines
 
 
+def test_no_progress_bars_from_model_loading_in_the_logs(failed_then_reprocessed):
+    _, _, first, second = failed_then_reprocessed
+    for output in (first.stderr, second.stderr):
+        assert "Writing model shards" not in output and "Loading weights" not in output
+        assert "it/s]" not in output
+
+
 def test_reprocess_with_nothing_to_do_says_so(failed_then_reprocessed, tmp_path):
     workdir, _, _, _ = failed_then_reprocessed
     done = thinksound("reprocess", "--workdir", str(workdir), "--steps", "3", cwd=tmp_path)
