@@ -156,7 +156,7 @@ def plain_loop():
 def run_plain(videos: Path, settings) -> tuple[dict[str, float], float]:
     from flows.pipeline import process_items
     from tasks import runtime
-    from tasks.ingest import list_sources
+    from tasks.sources import list_sources
 
     started = time.perf_counter()
     with plain_loop():

@@ -102,7 +102,7 @@ def _run_errors():
     """Errors that stop a whole run before it can do anything: one clear line, exit status 2."""
     from cot_prompts import CotError
     from storage import LineageLocked
-    from tasks.ingest import ManifestError
+    from tasks.sources import ManifestError
 
     console_logs_without_tracebacks()
 
@@ -140,8 +140,10 @@ def _print_outcome(result: dict) -> None:
     console.print(f"run [bold]{runs}[/]: {counts_message(result.get('counts', {}))}{cached}", soft_wrap=True)
     for item in result.get("items", []):
         if item["status"] != "succeeded":
+            segment = f" [{item['segment']}]" if item.get("segment") else ""
+            shown = escape((item.get("source_display") or item["source"]) + segment)
             console.print(
-                f"  [red]{item['status']}[/] at {item['stage']}: {escape(item['source'])}: {escape(item['error'] or '')}",
+                f"  [red]{item['status']}[/] at {item['stage']}: {shown}: {escape(item['error'] or '')}",
                 soft_wrap=True,
             )
 
@@ -206,6 +208,11 @@ def run(
     ] = None,
     ray_workers: Annotated[int | None, typer.Option(help="Ray model workers (each keeps its models warm).")] = None,
     ray_gpus: Annotated[float | None, typer.Option(help="GPUs per Ray model worker (fractions share a GPU).")] = None,
+    input_root: Annotated[
+        list[str] | None,
+        typer.Option(help="A folder (or s3:// prefix) inputs may be read from; repeatable. "
+                          "Default: INPUT's own folder, or the manifest's, and any s3:// URI."),
+    ] = None,
 ) -> None:
     """Dub every video of INPUT. Exits 0 when the run completed with at least one item dubbed, 1 when
     none was (or any failed, with --fail-on-errors)."""
@@ -218,6 +225,7 @@ def run(
                 batch_size=batch_size, steps=steps, cfg_scale=cfg_scale, seed=seed, max_duration_sec=max_duration,
                 artifact_base_url=artifact_base_url, link_expiry_s=link_expiry,
                 executor=executor, ray_address=ray_address, ray_workers=ray_workers, ray_gpus=ray_gpus,
+                input_roots=tuple(input_root) if input_root else None,
                 cot={"url": cot_url, "model": cot_model, "prompt_version": cot_prompt,
                      "start_server": start_cot_server},
                 quality={"loudness_target_lufs": loudness_target, "max_regenerations": max_regenerations},
@@ -226,7 +234,9 @@ def run(
     settings = preflight_or_exit(settings, workdir)
     with embedded_prefect_api() as api, _run_errors():
         from flows.dub import dub_dataset, new_run_id
+        from tasks.sources import list_sources
 
+        list_sources(input)  # a missing or empty input stops here, before a flow run starts
         if api:
             api.wait_ready()
         with _progress_bar():

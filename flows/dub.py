@@ -20,14 +20,20 @@ from flows.pipeline import process_items
 from flows.report import publish_report, publish_summary
 from tasks import preflight, runtime
 from tasks.config import PipelineSettings, merge_settings
-from tasks.ingest import list_sources
 from tasks.items import WorkItem, jsonable
+from tasks.scratch import own_scratch
+from tasks.sources import default_roots, list_sources, video_item
 
 PIPELINE_VERSION = "0.1.0"
 
 
 def new_run_id() -> str:
     return f"run-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def with_input_roots(settings: PipelineSettings, defaults: tuple[str, ...]) -> PipelineSettings:
+    """The roots a run admits inputs from: those given, or the defaults; recorded with the run's params."""
+    return settings if settings.input_roots else settings.model_copy(update={"input_roots": defaults})
 
 
 def run_name(run_id: str | None, label: str) -> str:
@@ -145,6 +151,7 @@ def run_sources(
     )
     if settings.preset == "tiny":
         logger.warning(runtime.RANDOM_WEIGHTS_WARNING)
+    own_scratch(settings.scratch_dir)  # claims this process's scratch, removing what killed runs left
     try:
         with cot_server(settings) as active, runtime.quiet_progress_bars():
             done, stage_seconds = process_items(items, active, run_id)
@@ -169,7 +176,9 @@ def run_sources(
         "cached": sum(1 for i in done if i.cached),
         "stage_seconds": stage_seconds,
         "items": [
-            {"source": i.source, "status": i.status, "error": i.error, "audio_uri": i.audio_uri,
+            {"source": i.source, "source_display": i.source_display, "segment": i.segment,
+             "start_sec": i.start_sec, "duration_sec": i.duration_sec, "status": i.status, "error": i.error,
+             "audio_uri": i.audio_uri,
              "video_uri": i.video_uri, "metrics_uri": i.metrics_uri, "item_id": i.item_id, "stage": i.stage,
              "caption": i.caption, "caption_cot": i.caption_cot, "cot_backend": i.cot_backend,
              "cached": i.cached, "metrics": jsonable(i.metrics)}
@@ -192,7 +201,7 @@ def dub_dataset(
     stay whole when a run changes a few fields). The run ends Failed when no item succeeded, or when
     any item failed and `fail_on_errors` is set.
     """
-    settings = merge_settings(settings, overrides)
+    settings = with_input_roots(merge_settings(settings, overrides), default_roots(input))
     if run_id is None:
         run_id = new_run_id()
         name_this_run(run_id, _input_label(input))
@@ -216,5 +225,6 @@ def dub_video(
     if run_id is None:
         run_id = new_run_id()
         name_this_run(run_id, display_name or _input_label(video))
-    item = WorkItem(source=video, position=0, provided_caption=caption or None, provided_cot=caption_cot or None)
+    item = video_item(video, caption=caption or None, caption_cot=caption_cot or None)
+    settings = with_input_roots(settings, default_roots(video))
     return final_state(run_sources([item], settings, run_id=run_id, input_label=video), fail_on_errors=False)

@@ -73,8 +73,8 @@ def _check_batch(
             retried = synthesize_batch(retry_id, quote(retry), settings, run_id)
         with clock.stage("qc"):
             retried = check_quality(retry_id, quote(retried), settings, run_id)
-        by_source = {i.source: i for i in retried}
-        batch = [by_source.get(i.source, i) for i in batch]
+        by_row = {i.row_key: i for i in retried}
+        batch = [by_row.get(i.row_key, i) for i in batch]
     settle(batch)
     return batch
 
@@ -123,11 +123,11 @@ class _Publisher:
 
 
 class _Outcomes:
-    """Where every source stands; settles a representative's whole group of duplicates at once."""
+    """Where every source (segment) stands; settles a representative's whole group of duplicates at once."""
 
     def __init__(self, ingested: list[WorkItem], settings: PipelineSettings, run_id: str) -> None:
         self.settings, self.run_id = settings, run_id
-        self.by_source: dict[str, WorkItem] = {i.source: i for i in ingested}
+        self.by_source: dict[tuple[str, str], WorkItem] = {i.row_key: i for i in ingested}
         self.groups: dict[str, list[WorkItem]] = defaultdict(list)
         for item in ingested:
             if item.is_pending:
@@ -149,7 +149,7 @@ class _Outcomes:
         if not settled:
             return
         for item in settled:
-            self.by_source[item.source] = item
+            self.by_source[item.row_key] = item
         record_outcomes(self.run_id, settled, self.settings)
         self.progress.advance(len(settled))
 
@@ -194,4 +194,4 @@ def process_items(
             publisher.submit(batch_id, _check_batch(batch_id, batch, settings, run_id, clock))
     finally:
         publisher.close()
-    return [outcomes.by_source[i.source] for i in ingested], dict(clock.seconds)
+    return [outcomes.by_source[i.row_key] for i in ingested], dict(clock.seconds)

@@ -10,11 +10,19 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed, State
 from pydantic import ValidationError
 
-from flows.dub import final_state, merge_results, name_this_run, new_run_id, run_name, run_sources
+from flows.dub import (
+    final_state,
+    merge_results,
+    name_this_run,
+    new_run_id,
+    run_name,
+    run_sources,
+    with_input_roots,
+)
 from tasks import runtime
 from tasks.config import PipelineSettings, merge_settings
-from tasks.ingest import MANIFEST_SUFFIXES, resolve_location
 from tasks.items import WorkItem
+from tasks.sources import MANIFEST_SUFFIXES, ROW_ERROR_PREFIX, resolve_location
 
 # The key under which a reprocessing run records what it reran and what it changed, in runs.params.
 REPROCESS_PARAMS_KEY = "reprocess"
@@ -25,10 +33,22 @@ class RunSettingsError(ValueError):
 
 
 def _location(source: str, run_input: str | None) -> str:
-    """Relative manifest entries are found again next to the manifest of the run that listed them."""
+    """Sources are absolute; a relative one (recorded by an older version, and not found when lineage
+    was migrated) is looked for next to the manifest of the run that listed it."""
     if run_input and Path(run_input).suffix.lower() in MANIFEST_SUFFIXES:
         return resolve_location(source, Path(run_input).parent)
     return source
+
+
+def _row_error(row: dict[str, Any]) -> str | None:
+    """A manifest row whose values were unusable stays unusable: only a new manifest changes it."""
+    error = row.get("error") or ""
+    return error if row.get("stage") == "ingest" and error.startswith(ROW_ERROR_PREFIX) else None
+
+
+def _source_folders(items: list[WorkItem]) -> tuple[str, ...]:
+    """Input roots for runs recorded before roots existed: the folder of each source, and S3."""
+    return (*dict.fromkeys(str(Path(i.source).parent) for i in items), "s3://")
 
 
 def run_settings(run_id: str, workdir: str, overrides: dict[str, Any] | None) -> PipelineSettings:
@@ -80,6 +100,9 @@ def select_failed(
             row["run_id"],
             WorkItem(
                 source=row["source"],
+                source_display=row.get("source_display"),
+                segment=row.get("segment") or "",
+                row_error=_row_error(row),
                 location=_location(row["source"], inputs.get(row["run_id"])),
                 position=n,
                 manifest_id=row.get("manifest_id"),
@@ -153,6 +176,7 @@ def reprocess_failed(
     for n, (settings, failed_runs, items) in enumerate(groups.values()):
         for position, item in enumerate(items):
             item.position = position
+        settings = with_input_roots(settings, _source_folders(items))
         results.append(
             run_sources(
                 items,

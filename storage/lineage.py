@@ -45,7 +45,7 @@ from storage.lineage_records import (
     to_utc,
 )
 from storage.s3_store import S3Config
-from storage.schema import check_current, migrate
+from storage.schema import check_current, migrate, needs_migration
 
 __all__ = ["Lineage", "LineageLocked", "LineageUnavailable"]
 
@@ -95,7 +95,8 @@ class Lineage:
         """Open (creating and migrating as needed) a lineage file or a `ducklake:postgres:...` lineage.
 
         A file waits up to `timeout_s` for another writer to finish. A DuckLake needs `data_path` (and
-        `s3` when that is on S3) and waits up to `reconnect_timeout_s` for an unreachable catalog.
+        `s3` when that is on S3) and waits up to `reconnect_timeout_s` for an unreachable catalog. A
+        read-only open of a file written by an earlier version migrates it first.
         """
         if is_ducklake(target):
             lake = DuckLakeTarget(catalog=str(target), data_path=data_path or "", s3=s3)
@@ -108,6 +109,10 @@ class Lineage:
                 raise FileNotFoundError(f"no lineage database at {path}")
             path.parent.mkdir(parents=True, exist_ok=True)
             backend = FileBackend.open(path, read_only=read_only, timeout_s=timeout_s, poll_s=poll_s)
+            if read_only and needs_migration(backend.con):
+                backend.close()
+                cls.open(path, timeout_s=timeout_s, poll_s=poll_s).close()
+                backend = FileBackend.open(path, read_only=True, timeout_s=timeout_s, poll_s=poll_s)
         try:
             if read_only:
                 backend.retrying(lambda: check_current(backend.con))
@@ -265,30 +270,35 @@ class Lineage:
         *,
         item_id: str | None,
         position: int,
+        segment: str = "",
         manifest_id: str | None = None,
         caption: str | None = None,
         caption_cot: str | None = None,
     ) -> None:
         self.add_sources(
             run_id,
-            [SourceRow(source=source, item_id=item_id, position=position, manifest_id=manifest_id,
-                       caption=caption, caption_cot=caption_cot)],
+            [SourceRow(source=source, item_id=item_id, position=position, segment=segment,
+                       manifest_id=manifest_id, caption=caption, caption_cot=caption_cot)],
         )
 
     def add_sources(self, run_id: str, rows: Sequence[SourceRow | Mapping[str, Any]]) -> None:
-        """Batched `add_source`; a source added twice to one run keeps its latest values."""
+        """Batched `add_source`; a (source, segment) added twice to one run keeps its latest values."""
         values = self._last_per_key(
             (
-                (run_id, r.source, r.item_id, r.manifest_id, r.caption, r.caption_cot, r.position)
+                (run_id, r.source, r.segment, r.source_display or r.source, r.start_sec, r.requested_duration_sec,
+                 r.item_id, r.manifest_id, r.caption, r.caption_cot, r.position)
                 for r in (coerce(SourceRow, row) for row in rows)
             ),
-            2,
+            3,
         )
         self._insert_many(
             "run_sources",
-            ("run_id", "source", "item_id", "manifest_id", "caption", "caption_cot", "position"),
+            ("run_id", "source", "segment", "source_display", "start_sec", "requested_duration_sec", "item_id",
+             "manifest_id", "caption", "caption_cot", "position"),
             values,
-            "ON CONFLICT (run_id, source) DO UPDATE SET item_id = coalesce(excluded.item_id, run_sources.item_id), "
+            "ON CONFLICT (run_id, source, segment) DO UPDATE SET "
+            "item_id = coalesce(excluded.item_id, run_sources.item_id), source_display = excluded.source_display, "
+            "start_sec = excluded.start_sec, requested_duration_sec = excluded.requested_duration_sec, "
             "manifest_id = excluded.manifest_id, caption = excluded.caption, "
             "caption_cot = excluded.caption_cot, position = excluded.position",
         )
@@ -302,9 +312,11 @@ class Lineage:
         stage: str | None,
         error: str | None = None,
         item_id: str | None = None,
+        segment: str = "",
     ) -> None:
         self.set_item_states(
-            run_id, [StateUpdate(source=source, status=status, stage=stage, error=error, item_id=item_id)]
+            run_id,
+            [StateUpdate(source=source, segment=segment, status=status, stage=stage, error=error, item_id=item_id)],
         )
 
     def set_item_states(self, run_id: str, rows: Sequence[StateUpdate | Mapping[str, Any]]) -> None:
@@ -312,16 +324,17 @@ class Lineage:
         now = to_utc(None)
         values = self._last_per_key(
             (
-                (run_id, u.source, u.item_id, u.status, u.stage, u.error, now)
+                (run_id, u.source, u.segment, u.item_id, u.status, u.stage, u.error, now)
                 for u in (coerce(StateUpdate, row) for row in rows)
             ),
-            2,
+            3,
         )
         self._insert_many(
             "item_state",
-            ("run_id", "source", "item_id", "status", "stage", "error", "updated_at"),
+            ("run_id", "source", "segment", "item_id", "status", "stage", "error", "updated_at"),
             values,
-            "ON CONFLICT (run_id, source) DO UPDATE SET item_id = coalesce(excluded.item_id, item_state.item_id), "
+            "ON CONFLICT (run_id, source, segment) DO UPDATE SET "
+            "item_id = coalesce(excluded.item_id, item_state.item_id), "
             "status = excluded.status, stage = excluded.stage, error = excluded.error, "
             "updated_at = excluded.updated_at",
         )
@@ -340,14 +353,15 @@ class Lineage:
             attempt_id = uuid.uuid4().hex
             ids.append(attempt_id)
             rows.append((
-                attempt_id, attempt.run_id, attempt.item_id, attempt.source, attempt.stage, attempt.status,
+                attempt_id, attempt.run_id, attempt.item_id, attempt.source, attempt.segment, attempt.stage,
+                attempt.status,
                 attempt.input_hash, to_json(attempt.params), attempt.model_version, attempt.prompt_version,
                 started, finished, max(0.0, (finished - started).total_seconds()), attempt.error,
                 to_json(attempt.details), attempt.worker,
             ))
         self._insert_many(
             "stage_attempts",
-            ("attempt_id", "run_id", "item_id", "source", "stage", "status", "input_hash", "params",
+            ("attempt_id", "run_id", "item_id", "source", "segment", "stage", "status", "input_hash", "params",
              "model_version", "prompt_version", "started_at", "finished_at", "duration_s", "error", "details",
              "worker"),
             rows,
@@ -416,8 +430,8 @@ class Lineage:
 
     def record_cots(self, records: Sequence[CotRecord | Mapping[str, Any]]) -> None:
         now = to_utc(None)
-        columns = ("run_id", "item_id", "source", "backend", "model", "prompt_version", "prompt_hash", "caption",
-                   "caption_cot", "raw_answer", "parsed", "t5_tokens", "t5_truncated_tokens", "latency_s",
+        columns = ("run_id", "item_id", "source", "segment", "backend", "model", "prompt_version", "prompt_hash",
+                   "caption", "caption_cot", "raw_answer", "parsed", "t5_tokens", "t5_truncated_tokens", "latency_s",
                    "retries", "error", "created_at")
         rows = []
         for rec in (coerce(CotRecord, r) for r in records):

@@ -21,15 +21,15 @@ if TYPE_CHECKING:
 _TABLES: dict[str, tuple[tuple[str, ...], str]] = {
     "runs": (("run_id",), "replace"),
     "items": (("item_id",), "replace"),
-    "run_sources": (("run_id", "source"), "replace"),
+    "run_sources": (("run_id", "source", "segment"), "replace"),
     "stage_attempts": (("attempt_id",), "keep"),
-    "item_state": (("run_id", "source"), "newer:updated_at"),
+    "item_state": (("run_id", "source", "segment"), "newer:updated_at"),
     "artifacts": (("item_id", "kind"), "newer:created_at"),
     "metrics": (("run_id", "item_id", "name"), "replace"),
     "cot": ((), "append-new"),
     "cache": (("key",), "newer:created_at"),
 }
-_COT_IDENTITY = ("run_id", "source", "backend", "created_at")
+_COT_IDENTITY = ("run_id", "source", "segment", "backend", "created_at")
 
 
 def merge_lineage(lin: Lineage, other: str | Path, *, timeout_s: float = 60.0) -> dict[str, int]:

@@ -19,11 +19,15 @@ Timestamp = datetime | float | int
 
 @dataclass(frozen=True, kw_only=True)
 class SourceRow:
-    """One input of a run, exactly as the user gave it."""
+    """One input of a run: its identity (canonical path or URI, plus the segment) and how the user gave it."""
 
     source: str
     item_id: str | None
     position: int
+    segment: str = ""
+    source_display: str | None = None
+    start_sec: float | None = None
+    requested_duration_sec: float | None = None
     manifest_id: str | None = None
     caption: str | None = None
     caption_cot: str | None = None
@@ -31,10 +35,11 @@ class SourceRow:
 
 @dataclass(frozen=True, kw_only=True)
 class StateUpdate:
-    """Where one source of a run stands now."""
+    """Where one source (segment) of a run stands now."""
 
     source: str
     status: str
+    segment: str = ""
     stage: str | None
     error: str | None = None
     item_id: str | None = None
@@ -58,6 +63,7 @@ class Attempt:
     finished_at: Timestamp
     item_id: str | None = None
     source: str | None = None
+    segment: str = ""
     input_hash: str | None = None
     params: Mapping[str, Any] | None = None
     model_version: str | None = None
@@ -80,6 +86,7 @@ class CotRecord:
     backend: str
     item_id: str | None = None
     source: str | None = None
+    segment: str = ""
     model: str | None = None
     prompt_version: str | None = None
     prompt_hash: str | None = None

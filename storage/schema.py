@@ -2,7 +2,8 @@
 
 Migrations are the files `storage/migrations/NNN_name.sql`, applied in order, each in its own
 transaction, and recorded in `schema_migrations`. A file is never edited once released: schema
-changes go into a new, higher-numbered file.
+changes go into a new, higher-numbered file. A data change that SQL cannot express (one that looks
+at the file system) is a module `NNN_name.py` with `upgrade(con)`, run in the same way.
 
 The same files migrate a DuckLake lineage. DuckLake has no primary, unique or check constraints, so
 they are dropped from the statements there (`for_ducklake`); the writes keep rows unique instead.
@@ -10,8 +11,10 @@ they are dropped from the statements there (`for_ducklake`); the writes keep row
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 
@@ -19,14 +22,21 @@ import duckdb
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^(\d{3,})_([a-z0-9_]+)\.sql$")
+_NAME = re.compile(r"^(\d{3,})_([a-z0-9_]+)\.(sql|py)$")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Migration:
     version: int
     name: str
-    sql: str
+    sql: str | None = None
+    upgrade: Callable[[duckdb.DuckDBPyConnection], None] | None = None
+
+    def apply(self, con: duckdb.DuckDBPyConnection, dialect: Callable[[str], str] = str) -> None:
+        if self.sql is not None:
+            con.execute(dialect(self.sql))
+        if self.upgrade is not None:
+            self.upgrade(con)
 
 
 def available_migrations() -> list[Migration]:
@@ -36,7 +46,12 @@ def available_migrations() -> list[Migration]:
         match = _NAME.match(entry.name)
         if match is None:
             continue
-        found.append(Migration(version=int(match[1]), name=match[2], sql=entry.read_text(encoding="utf-8")))
+        version, name, kind = int(match[1]), match[2], match[3]
+        if kind == "sql":
+            found.append(Migration(version=version, name=name, sql=entry.read_text(encoding="utf-8")))
+        else:
+            module = importlib.import_module(f"storage.migrations.{entry.name.removesuffix('.py')}")
+            found.append(Migration(version=version, name=name, upgrade=module.upgrade))
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
@@ -65,16 +80,34 @@ def for_ducklake(sql: str) -> str:
     return "".join(out)
 
 
-def current_version(con: duckdb.DuckDBPyConnection) -> int:
-    """Highest applied migration, 0 for an empty database."""
+def applied_versions(con: duckdb.DuckDBPyConnection) -> set[int]:
+    """The migrations applied to this database (none for an empty one)."""
     exists = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations' "
         "AND table_catalog = current_database()"
     ).fetchone()
     if not exists or not exists[0]:
-        return 0
-    row = con.execute("SELECT max(version) FROM schema_migrations").fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
+        return set()
+    return {int(row[0]) for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> int:
+    """Highest applied migration, 0 for an empty database."""
+    return max(applied_versions(con), default=0)
+
+
+def pending_migrations(con: duckdb.DuckDBPyConnection) -> list[Migration]:
+    """The shipped migrations not yet applied, in order. Set-based, not "above the highest": a database
+    written by a version that shipped migration N+2 before N+1 still gets N+1."""
+    have = applied_versions(con)
+    migrations = available_migrations()
+    latest = migrations[-1].version if migrations else 0
+    if max(have, default=0) > latest:
+        raise RuntimeError(
+            f"lineage database is at schema version {max(have)}, newer than this code's {latest}; "
+            "upgrade the code"
+        )
+    return [m for m in migrations if m.version not in have]
 
 
 def migrate(con: duckdb.DuckDBPyConnection, *, ducklake: bool = False) -> list[int]:
@@ -85,20 +118,11 @@ def migrate(con: duckdb.DuckDBPyConnection, *, ducklake: bool = False) -> list[i
         " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
         " applied_at TIMESTAMP NOT NULL DEFAULT (now()::TIMESTAMP))"
     ))
-    have = current_version(con)
-    migrations = available_migrations()
-    latest = migrations[-1].version if migrations else 0
-    if have > latest:
-        raise RuntimeError(
-            f"lineage database is at schema version {have}, newer than this code's {latest}; upgrade the code"
-        )
     applied: list[int] = []
-    for migration in migrations:
-        if migration.version <= have:
-            continue
+    for migration in pending_migrations(con):
         con.begin()
         try:
-            con.execute(dialect(migration.sql))
+            migration.apply(con, dialect)
             con.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, now()::TIMESTAMP)",
                 [migration.version, migration.name],
@@ -112,13 +136,14 @@ def migrate(con: duckdb.DuckDBPyConnection, *, ducklake: bool = False) -> list[i
     return applied
 
 
+def needs_migration(con: duckdb.DuckDBPyConnection) -> bool:
+    return bool(pending_migrations(con))
+
+
 def check_current(con: duckdb.DuckDBPyConnection) -> None:
     """For read-only connections, which cannot migrate: fail clearly when the schema is behind."""
-    migrations = available_migrations()
-    latest = migrations[-1].version if migrations else 0
-    have = current_version(con)
-    if have != latest:
+    missing = [m.version for m in pending_migrations(con)]
+    if missing:
         raise RuntimeError(
-            f"lineage database is at schema version {have}, this code expects {latest}; "
-            "open it once for writing to migrate"
+            f"lineage database lacks schema migrations {missing}; open it once for writing to migrate"
         )

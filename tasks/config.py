@@ -109,6 +109,9 @@ class PipelineSettings(BaseModel):
     ray_workers: int = Field(2, ge=1, le=4096)
     ray_gpus: float = Field(0.0, ge=0, le=64)
     ray_cpus: float = Field(1.0, gt=0, le=256)
+    # Folders (and s3:// prefixes; "s3://" alone admits every S3 URI) that inputs must resolve into.
+    # The flows fill in the input's own folder when none are given; empty means unrestricted.
+    input_roots: tuple[str, ...] = ()
     s3: S3Settings = S3Settings()
     quality: QualitySettings = QualitySettings()
     cot: CotSettings = CotSettings()

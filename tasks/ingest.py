@@ -1,14 +1,16 @@
-"""Ingest: list the sources, fetch and content-hash each one, probe it, and fix its segment."""
+"""Ingest: check each source cheaply, fetch and probe it, content-hash it, and fix its segment."""
 
 from __future__ import annotations
 
-import csv
+import errno
 import math
 import os
+import stat
 import time
 from pathlib import Path
 
 from storage import SourceRow, fetch_input, sha256_file
+from storage.sources import is_s3, outside_roots
 from tasks import runtime
 from tasks.config import MIN_CONDITIONING_SEC, PipelineSettings
 from tasks.items import WorkItem, attempt, item_identity
@@ -16,90 +18,57 @@ from tasks.retry import stage_task
 from tasks.s3_access import is_s3_uri, s3_config
 from thinksound.features import VideoDecodeError, probe_video
 
-MANIFEST_SUFFIXES = {".csv", ".parquet"}
 # Durations are rounded up to this grid so that similar clips share a synthesis bucket; the audio is
 # trimmed back to the exact duration before publishing.
 DURATION_GRID_SEC = 0.25
 # The model's CLIP and sync lengths are 8 and 24 tokens per whole second: below 1 s they are empty.
 MIN_GENERATION_SEC = 1.0
+OUTSIDE_ROOTS = "input_outside_roots"
 
 
-class ManifestError(ValueError):
-    """The input listing itself is unusable (the run cannot start)."""
-
-
-def _optional_text(value: object) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _optional_float(value: object, column: str, row: int) -> float | None:
-    text = _optional_text(value)
-    if text is None:
-        return None
+def _unreadable(path: str, shown: str) -> str | None:
+    """Why a local input cannot be read, found without opening it; None when it looks readable."""
     try:
-        number = float(text)
-    except ValueError as exc:
-        raise ManifestError(f"row {row}: column '{column}' is not a number: {text!r}") from exc
-    if not math.isfinite(number) or number < 0:
-        raise ManifestError(f"row {row}: column '{column}' must be a finite number >= 0, got {text!r}")
-    return number
+        info = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"symlink loop: {shown} cannot be resolved"
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            return f"dangling symlink: {shown} points to {os.readlink(path)}, which does not exist"
+        if exc.errno == errno.ENOENT:
+            return f"input not found: {shown}"
+        if exc.errno == errno.EACCES:
+            return f"permission denied: {shown}"
+        return f"cannot read {shown}: {exc.strerror}"
+    if stat.S_ISDIR(info.st_mode):
+        return f"{shown} is a directory, not a video file (folders inside the input are not searched)"
+    if not stat.S_ISREG(info.st_mode):
+        return f"{shown} is not a regular file"
+    if not os.access(path, os.R_OK):
+        return f"permission denied: {shown}"
+    return None
 
 
-def _manifest_rows(path: Path) -> list[dict[str, object]]:
-    if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
-
-
-def resolve_location(video: str, base: Path) -> str:
-    """Manifest paths are relative to the manifest's folder; URIs and absolute paths stay as they are."""
-    if video.startswith("s3://") or os.path.isabs(video):
-        return video
-    return str(base / video)
-
-
-def list_sources(input_spec: str) -> list[WorkItem]:
-    """The sources of a run: every file of a directory, or every row of a CSV/Parquet manifest."""
-    path = Path(input_spec)
-    if path.is_dir():
-        names = sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-        return [WorkItem(source=os.path.join(input_spec, name), position=i) for i, name in enumerate(names)]
-    if path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
-        rows = _manifest_rows(path)
-        if rows and "video" not in rows[0]:
-            raise ManifestError(f"manifest {input_spec} has no 'video' column")
-        items = []
-        for i, row in enumerate(rows):
-            video = _optional_text(row.get("video"))
-            if video is None:
-                raise ManifestError(f"row {i}: empty 'video' value")
-            items.append(
-                WorkItem(
-                    source=video,
-                    location=resolve_location(video, path.parent),
-                    position=i,
-                    manifest_id=_optional_text(row.get("id")),
-                    provided_caption=_optional_text(row.get("caption")),
-                    provided_cot=_optional_text(row.get("caption_cot")),
-                    start_sec=_optional_float(row.get("start"), "start", i) or 0.0,
-                    requested_duration_sec=_optional_float(row.get("duration"), "duration", i),
-                )
-            )
-        return items
-    if path.is_file():
-        return [WorkItem(source=input_spec, position=0)]
-    raise ManifestError(f"input {input_spec!r} is neither a directory, a manifest (.csv/.parquet) nor a file")
+def admission_error(item: WorkItem, settings: PipelineSettings) -> str | None:
+    """The checks that need neither the file's bytes nor its container: row values, the duration limit,
+    the input roots and whether the file can be read at all."""
+    if item.row_error:
+        return item.row_error
+    limit = settings.max_duration_sec
+    if item.requested_duration_sec is not None and item.requested_duration_sec > limit + 1e-9:
+        return (f"requested duration {item.requested_duration_sec:g} s is above the limit of {limit:g} s "
+                "(--max-duration)")
+    shown = item.source_display or item.source
+    if settings.input_roots and outside_roots(item.fetch_location, settings.input_roots):
+        return f"{OUTSIDE_ROOTS}: {shown} is outside the input roots ({', '.join(settings.input_roots)})"
+    if is_s3(item.fetch_location):
+        return None
+    return _unreadable(item.fetch_location, shown)
 
 
 def _hash_memo_key(path: Path) -> str:
-    stat = path.stat()
-    return f"file-sha256:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    info = path.stat()
+    return f"file-sha256:{path.resolve()}:{info.st_size}:{info.st_mtime_ns}"
 
 
 def _segment_duration(item: WorkItem, video_duration: float, settings: PipelineSettings) -> float:
@@ -126,17 +95,17 @@ def generation_duration(duration_sec: float) -> float:
 
 
 def ingest_one(item: WorkItem, settings: PipelineSettings, known_hashes: dict[str, str]) -> WorkItem:
-    """Fetch, hash and probe one source; a broken input fails this item, never the run.
+    """Fetch, probe and hash one admitted source; a broken input fails this item, never the run.
 
-    `known_hashes` maps (path, size, mtime) memo keys to digests, so reruns do not re-read every byte;
-    new digests are added to it.
+    Nothing is hashed before its container has been probed. `known_hashes` maps (path, size, mtime)
+    memo keys to digests, so reruns do not re-read every byte; new digests are added to it.
     """
     try:
         location = item.fetch_location
         s3 = s3_config(settings.s3) if is_s3_uri(location) else None
         local = fetch_input(location, settings.scratch_dir / "inputs", s3=s3)
     except FileNotFoundError:
-        item.fail("ingest", f"input not found: {item.source}")
+        item.fail("ingest", f"input not found: {item.source_display or item.source}")
         return item
     except ValueError as exc:  # an unusable location, e.g. an s3:// URI that names only a bucket
         item.fail("ingest", str(exc))
@@ -145,10 +114,6 @@ def ingest_one(item: WorkItem, settings: PipelineSettings, known_hashes: dict[st
         item.fail("ingest", "empty file (0 bytes)")
         return item
     item.local_path = str(local)
-    memo_key = _hash_memo_key(local)
-    if memo_key not in known_hashes:
-        known_hashes[memo_key] = sha256_file(local)
-    item.content_hash = known_hashes[memo_key]
     try:
         info = probe_video(local)
         item.video_duration_sec = info.duration_sec
@@ -157,6 +122,10 @@ def ingest_one(item: WorkItem, settings: PipelineSettings, known_hashes: dict[st
     except VideoDecodeError as exc:
         item.fail("ingest", str(exc))
         return item
+    memo_key = _hash_memo_key(local)
+    if memo_key not in known_hashes:
+        known_hashes[memo_key] = sha256_file(local)
+    item.content_hash = known_hashes[memo_key]
     item.item_id = item_identity(item.content_hash, item.start_sec, item.duration_sec)
     item.stage = "cot"
     return item
@@ -164,16 +133,22 @@ def ingest_one(item: WorkItem, settings: PipelineSettings, known_hashes: dict[st
 
 @stage_task("ingest")
 def ingest(batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str) -> list[WorkItem]:
-    """Ingest a batch of sources and record each outcome in lineage."""
+    """Ingest a batch of sources and record each outcome in lineage.
+
+    Cheap checks come first (see `admission_error`): nothing outside the input roots is opened."""
     lin = runtime.lineage(settings)
-    local = [Path(i.fetch_location) for i in items if not i.fetch_location.startswith("s3://")]
-    memo_keys = [_hash_memo_key(p) for p in local if p.is_file()]
+    for item in items:
+        if (reason := admission_error(item, settings)) is not None:
+            item.fail("ingest", reason)
+    local = [Path(i.fetch_location) for i in items if i.is_pending and not is_s3(i.fetch_location)]
+    memo_keys = [_hash_memo_key(path) for path in local]
     known_hashes = lin.cache_get_many(memo_keys)
     already_known = set(known_hashes)
     attempts, item_rows = [], []
     for item in items:
         started = time.time()
-        ingest_one(item, settings, known_hashes)
+        if item.is_pending:
+            ingest_one(item, settings, known_hashes)
         if item.item_id is not None:
             item_rows.append(
                 dict(
@@ -204,6 +179,10 @@ def ingest(batch_id: str, items: list[WorkItem], settings: PipelineSettings, run
         [
             SourceRow(
                 source=item.source,
+                segment=item.segment,
+                source_display=item.source_display,
+                start_sec=item.start_sec,
+                requested_duration_sec=item.requested_duration_sec,
                 item_id=item.item_id,
                 manifest_id=item.manifest_id,
                 caption=item.provided_caption,

@@ -22,12 +22,17 @@ def stable_hash(*parts: object, length: int = 32) -> str:
 class WorkItem:
     """One source as given by the user, and everything the stages learn about it.
 
+    `source` is the identity recorded in lineage (an absolute path with resolved folders, or a URI) and
+    `source_display` the spelling the user gave. `segment` tells two segments of one source apart.
     Holds references (keys, URIs, hashes), never tensors, so that Prefect can pass it between tasks
     cheaply.
     """
 
     source: str
     position: int
+    source_display: str | None = None
+    segment: str = ""
+    row_error: str | None = None
     location: str | None = None
     manifest_id: str | None = None
     provided_caption: str | None = None
@@ -71,6 +76,11 @@ class WorkItem:
     def fetch_location(self) -> str:
         """Where the bytes are: the source itself, or the source resolved against its manifest's folder."""
         return self.location or self.source
+
+    @property
+    def row_key(self) -> tuple[str, str]:
+        """One run row per key: the source and its segment."""
+        return self.source, self.segment
 
     @property
     def is_pending(self) -> bool:
@@ -152,5 +162,5 @@ def attempt(run_id: str, stage: str, item: WorkItem, *, status: str, **fields: o
     process that ran the compute, which it names as the attempt's worker."""
     return dict(
         run_id=run_id, stage=stage, status=status, item_id=item.item_id, source=item.source,
-        worker=worker_identity(), **fields,
+        segment=item.segment, worker=worker_identity(), **fields,
     )

@@ -14,7 +14,8 @@ _COT_COLUMNS = {f.name for f in dataclasses.fields(CotRecord)}
 
 def state_row(item: WorkItem) -> dict[str, object]:
     return dict(
-        source=item.source, item_id=item.item_id, status=item.status, stage=item.stage, error=item.error
+        source=item.source, segment=item.segment, item_id=item.item_id, status=item.status, stage=item.stage,
+        error=item.error,
     )
 
 
@@ -33,6 +34,7 @@ def record_outcomes(run_id: str, items: list[WorkItem], settings: PipelineSettin
                 "run_id": run_id,
                 "item_id": item.item_id,
                 "source": item.source,
+                "segment": item.segment,
             }
         )
         for item in items

@@ -15,6 +15,7 @@ from tasks.config import PipelineSettings
 from tasks.items import WorkItem, attempt, jsonable
 from tasks.quality import SAMPLE_RATE, load_audio, thresholds
 from tasks.retry import stage_task
+from tasks.scratch import own_scratch
 from tasks.synthesis import result_key
 from thinksound.media import MuxError, dubbed_container, mux_audio, wav_bytes
 from thinksound.quality import measure_after_gain, normalize_loudness
@@ -98,9 +99,8 @@ def publish(batch_id: str, items: list[WorkItem], settings: PipelineSettings, ru
     finished, and a retry of the task skips them.
     """
     attempts, artifacts, published, metrics = [], [], [], {}
-    settings.scratch_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with tempfile.TemporaryDirectory(dir=settings.scratch_dir) as scratch:
+        with tempfile.TemporaryDirectory(dir=own_scratch(settings.scratch_dir)) as scratch:
             for item in (i for i in items if i.is_pending and i.stage == "publish"):
                 started = time.time()
                 try:

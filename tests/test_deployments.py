@@ -74,6 +74,9 @@ def test_deployments_file_declares_a_schedule_and_reprocessing():
     assert {d["work_pool"]["name"] for d in spec["deployments"]} == {POOL}
     # Shipped paused: a worker must not dub the placeholder input at 02:00 before the site sets it.
     assert by_name["nightly-dub"]["schedules"][0]["active"] is False
+    for deployment in spec["deployments"]:
+        roots = deployment["parameters"]["settings"]["input_roots"]
+        assert "/srv/thinksound/incoming" in roots, "deployments set their input roots"
 
 
 def test_deployment_runs_on_a_process_worker(prefect_server, tmp_path):
@@ -87,7 +90,8 @@ def test_deployment_runs_on_a_process_worker(prefect_server, tmp_path):
     schedules = json.loads(_prefect({**env, "COLUMNS": "400"}, "deployment", "schedule", "ls",
                                     "dub_dataset/nightly-dub", "--output", "json"))
     assert [s["active"] for s in schedules] == [False]
-    overrides = {"workdir": str(workdir), "steps": 2, "max_duration_sec": 1.0}
+    # The deployment's input roots go with its input: a site changes both.
+    overrides = {"workdir": str(workdir), "steps": 2, "max_duration_sec": 1.0, "input_roots": [str(videos)]}
     _prefect(env, "deployment", "run", "dub_dataset/nightly-dub", "--param", f"input={videos}",
              "--param", f"overrides={json.dumps(overrides)}")
     _prefect(env, "worker", "start", "--pool", POOL, "--run-once", timeout=600)

@@ -66,8 +66,8 @@ def test_run_completes_with_failed_items_and_reruns_from_cache(videos, tmp_path)
 
 def test_run_exits_non_zero_when_the_run_cannot_start(tmp_path):
     done, _ = _run("run", str(tmp_path / "missing"), "--preset", "tiny", "--workdir", str(tmp_path / "w"))
-    assert done.returncode != 0
-    assert "neither a directory" in done.stderr
+    assert done.returncode == 2
+    assert "does not exist" in done.stderr
 
 
 def test_a_killed_run_loses_no_finished_work(tmp_path):

@@ -232,12 +232,13 @@ def test_manifest_with_captions_segments_and_cot(dataset, tmp_path, suffix):
         cot = {r[0]: r[1:] for r in con.execute(
             "SELECT source, caption, caption_cot, cot_backend FROM item_cot").fetchall()}
         duration = con.execute(
-            "SELECT i.duration_sec, i.start_sec FROM run_sources rs JOIN items i USING (item_id) "
-            "WHERE rs.source = 'walk.mp4'").fetchone()
-    assert cot["walk.mp4"] == ("footsteps", "Start with soft footsteps.", "provided")
+            "SELECT i.duration_sec, i.start_sec, rs.source_display FROM run_sources rs JOIN items i USING (item_id) "
+            "WHERE rs.source = ?", [str(dataset / "walk.mp4")]).fetchone()
+    assert cot[str(dataset / "walk.mp4")] == ("footsteps", "Start with soft footsteps.", "provided")
     assert cot[str(dataset / "portrait.mkv")][0] == "wind"
     assert cot[str(dataset / "portrait.mkv")][2] == "template"
-    assert duration == pytest.approx((1.0, 0.2))
+    assert duration[:2] == pytest.approx((1.0, 0.2))
+    assert duration[2] == "walk.mp4", "the spelling the manifest gave is kept for display"
 
 
 def test_s3_store_and_s3_inputs(dataset, tmp_path, s3_server, monkeypatch):  # noqa: F811 - pytest fixture argument
