@@ -13,11 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-S3_PREFIX = "s3://"
-
-
-def is_s3(text: str) -> bool:
-    return text.startswith(S3_PREFIX)
+from storage.s3_store import is_s3_uri
 
 
 def _is_remote(text: str) -> bool:
@@ -51,20 +47,19 @@ def source_spellings(text: str) -> list[str]:
 
 def resolved_root(root: str) -> str:
     """A root as it is compared: S3 prefixes as given, local folders fully resolved."""
-    return root if is_s3(root) else os.path.realpath(_local_text(root))
+    return root if is_s3_uri(root) else os.path.realpath(_local_text(root))
 
 
 def outside_roots(location: str, roots: Iterable[str]) -> bool:
     """Whether `location` lies outside every root. Local paths are compared after resolving symlinks,
     so a link inside a root that points elsewhere is outside; `s3://` alone admits every S3 URI."""
     roots = list(roots)
-    if is_s3(location):
-        return not any(
-            is_s3(r) and (location == r or location.startswith(r if r.endswith("/") else r + "/")) for r in roots
-        )
+    if is_s3_uri(location):
+        prefixes = [r if r.endswith("/") else r + "/" for r in roots if is_s3_uri(r)]
+        return not any(location.startswith(p) or location + "/" == p for p in prefixes)
     real = os.path.realpath(_local_text(location))
     for root in roots:
-        if is_s3(root):
+        if is_s3_uri(root):
             continue
         resolved = resolved_root(root)
         if real == resolved or real.startswith(resolved.rstrip(os.sep) + os.sep):

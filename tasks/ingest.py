@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from storage import SourceRow, fetch_input, sha256_file
-from storage.sources import is_s3, outside_roots
+from storage.sources import outside_roots
 from tasks import runtime
 from tasks.config import MIN_CONDITIONING_SEC, PipelineSettings
 from tasks.items import WorkItem, attempt, item_identity
@@ -61,7 +61,7 @@ def admission_error(item: WorkItem, settings: PipelineSettings) -> str | None:
     shown = item.source_display or item.source
     if settings.input_roots and outside_roots(item.fetch_location, settings.input_roots):
         return f"{OUTSIDE_ROOTS}: {shown} is outside the input roots ({', '.join(settings.input_roots)})"
-    if is_s3(item.fetch_location):
+    if is_s3_uri(item.fetch_location):
         return None
     return _unreadable(item.fetch_location, shown)
 
@@ -140,7 +140,7 @@ def ingest(batch_id: str, items: list[WorkItem], settings: PipelineSettings, run
     for item in items:
         if (reason := admission_error(item, settings)) is not None:
             item.fail("ingest", reason)
-    local = [Path(i.fetch_location) for i in items if i.is_pending and not is_s3(i.fetch_location)]
+    local = [Path(i.fetch_location) for i in items if i.is_pending and not is_s3_uri(i.fetch_location)]
     memo_keys = [_hash_memo_key(path) for path in local]
     known_hashes = lin.cache_get_many(memo_keys)
     already_known = set(known_hashes)

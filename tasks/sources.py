@@ -11,7 +11,8 @@ import math
 import os
 from pathlib import Path
 
-from storage.sources import canonical_source, is_s3
+from storage import is_s3_uri
+from storage.sources import canonical_source
 from tasks.items import WorkItem
 
 MANIFEST_SUFFIXES = {".csv", ".parquet"}
@@ -70,7 +71,7 @@ def _manifest_rows(path: Path) -> list[dict[str, object]]:
 
 def resolve_location(video: str, base: Path) -> str:
     """Manifest paths are relative to the manifest's folder; URIs and absolute paths stay as they are."""
-    if is_s3(video) or os.path.isabs(video):
+    if is_s3_uri(video) or os.path.isabs(video):
         return video
     return str(base / video)
 
@@ -87,7 +88,7 @@ def _manifest_item(row: dict[str, object], n: int, manifest: Path, display: str)
     if video is None:
         return WorkItem(source=f"{canonical_source(str(manifest))}#row={n}",
                         source_display=f"{display} row {n}", row_error=f"{ROW_ERROR_PREFIX}{n}: empty 'video' value", **fields)
-    source = video if is_s3(video) else canonical_source(video, base=manifest.parent)
+    source = video if is_s3_uri(video) else canonical_source(video, base=manifest.parent)
     try:
         start = _seconds(raw_start, "start", positive=False) or 0.0
         duration = _seconds(raw_duration, "duration", positive=True)
@@ -122,7 +123,7 @@ def _keep_rows_apart(items: list[WorkItem]) -> list[WorkItem]:
 def list_sources(input_spec: str) -> list[WorkItem]:
     """The sources of a run: every entry of a directory, or every row of a CSV/Parquet manifest."""
     path = Path(input_spec).expanduser()
-    if is_s3(input_spec):
+    if is_s3_uri(input_spec):
         items = [video_item(input_spec)]
     elif not os.path.lexists(path):
         raise ManifestError(f"{input_spec} does not exist")
@@ -142,7 +143,7 @@ def list_sources(input_spec: str) -> list[WorkItem]:
 
 def video_item(video: str, *, caption: str | None = None, caption_cot: str | None = None) -> WorkItem:
     """One video given on its own (a single-file input, or the demo's upload)."""
-    source = video if is_s3(video) else canonical_source(video)
+    source = video if is_s3_uri(video) else canonical_source(video)
     return WorkItem(source=source, source_display=video, position=0, provided_caption=caption,
                     provided_cot=caption_cot)
 
@@ -151,7 +152,7 @@ def default_roots(input_spec: str) -> tuple[str, ...]:
     """Where a run may read when no --input-root is given, plus any S3 URI: a directory input and its
     subfolders, a manifest's folder and its subfolders, or the single file named."""
     path = Path(input_spec).expanduser()
-    if is_s3(input_spec):
+    if is_s3_uri(input_spec):
         return ("s3://",)
     if path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
         return (os.path.realpath(path.parent), "s3://")

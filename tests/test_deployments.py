@@ -74,9 +74,8 @@ def test_deployments_file_declares_a_schedule_and_reprocessing():
     assert {d["work_pool"]["name"] for d in spec["deployments"]} == {POOL}
     # Shipped paused: a worker must not dub the placeholder input at 02:00 before the site sets it.
     assert by_name["nightly-dub"]["schedules"][0]["active"] is False
-    for deployment in spec["deployments"]:
-        roots = deployment["parameters"]["settings"]["input_roots"]
-        assert "/srv/thinksound/incoming" in roots, "deployments set their input roots"
+    roots = by_name["nightly-dub"]["parameters"]["settings"]["input_roots"]
+    assert by_name["nightly-dub"]["parameters"]["input"] in roots, "the deployment sets its input roots"
 
 
 def test_deployment_runs_on_a_process_worker(prefect_server, tmp_path):

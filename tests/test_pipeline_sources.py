@@ -134,12 +134,13 @@ def test_a_fully_cached_rerun_counts_every_reused_item(manifest_run):
 
 
 def test_an_explicit_input_root_admits_a_folder_outside_the_manifest(manifest_run, tmp_path):
-    from flows.dub import dub_dataset
+    from flows.dub import RunFailed, dub_dataset
 
     data, _, _, _ = manifest_run
     manifest = _write_csv(tmp_path / "m.csv", [{"video": str(data / "short.mp4"), "start": "", "duration": ""}])
-    refused = dub_dataset(input=str(manifest), settings=_settings(tmp_path / "w1"))
-    assert refused["items"][0]["error"].startswith("input_outside_roots")
+    with pytest.raises(RunFailed) as refused:
+        dub_dataset(input=str(manifest), settings=_settings(tmp_path / "w1"))
+    assert refused.value.result["items"][0]["error"].startswith("input_outside_roots")
     admitted = dub_dataset(input=str(manifest), settings=_settings(tmp_path / "w2", input_roots=(str(data),)))
     assert admitted["counts"] == {"succeeded": 1}
 
@@ -190,10 +191,13 @@ def test_an_empty_input_says_no_inputs(tmp_path):
 
 
 def test_reprocessing_keeps_each_rows_segment_values_and_roots(manifest_run):
+    from flows.dub import RunFailed
     from flows.reprocess import reprocess_failed
 
     _, workdir, first, _ = manifest_run
-    again = reprocess_failed(settings=_settings(workdir))
+    with pytest.raises(RunFailed) as failed:  # every item it reran failed
+        reprocess_failed(workdir=str(workdir))
+    again = failed.value.result
     assert again["counts"] == {"failed": 7}
     before = {(i["source"], i["segment"]): i["error"] for i in first["items"] if i["status"] == "failed"}
     after = {(i["source"], i["segment"]): i["error"] for i in again["items"]}

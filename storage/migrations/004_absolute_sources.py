@@ -11,7 +11,8 @@ import os
 
 import duckdb
 
-from storage.sources import canonical_source, is_s3
+from storage.s3_store import is_s3_uri
+from storage.sources import canonical_source
 
 # The manifest suffixes of the versions that wrote relative sources (frozen with this migration).
 _MANIFEST_SUFFIXES = (".csv", ".parquet")
@@ -20,7 +21,7 @@ _TABLES = ("run_sources", "item_state", "stage_attempts", "cot")
 
 def _resolve(source: str, run_input: str | None) -> str | None:
     """The canonical spelling of an old source, or None when it cannot be found."""
-    if is_s3(source) or "://" in source:
+    if is_s3_uri(source) or "://" in source:
         return source
     if os.path.isabs(source):
         return canonical_source(source)
