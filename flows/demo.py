@@ -26,6 +26,7 @@ THEME = gr.themes.Default(
     font=["ui-sans-serif", "system-ui", "sans-serif"],
     font_mono=["ui-monospace", "monospace"],
 )
+KEEP_TYPED_COT = "(used, typed) => (typed && typed.trim()) ? typed : used"
 # Let each output sit in a box a person can take in at once.
 CSS = "#status {min-height: 7em} #dubbed-video video {max-height: 320px}"
 
@@ -143,13 +144,22 @@ def build_app(backend: DemoBackend) -> gr.Blocks:
                 audio = gr.Audio(label="Audio (44.1 kHz stereo)", type="filepath", interactive=False)
                 spectrogram = gr.Image(label="Spectrogram", type="pil", interactive=False, format="png")
                 metrics = gr.JSON(label="Quality metrics", max_height=280)
-        button.click(
+                used_cot = gr.Textbox(visible=False)
+        generation = button.click(
             _generate_handler(backend),
             inputs=[video, caption, caption_cot, seed, steps, cfg_scale, precision],
-            outputs=[status, dubbed, audio, caption_cot, spectrogram, metrics],
+            outputs=[status, dubbed, audio, used_cot, spectrogram, metrics],
             api_name="generate",
             concurrency_limit=1,
+            # A click during a generation (say, after editing the CoT) runs next instead of being dropped.
+            trigger_mode="always_last",
             show_progress_on=[status],
+        )
+        # The CoT used goes into the box only when the box is empty (it was written for this video);
+        # text the user typed, before or during the generation, is never overwritten.
+        generation.then(
+            None, inputs=[used_cot, caption_cot], outputs=[caption_cot], js=KEEP_TYPED_COT, queue=False,
+            api_visibility="private",
         )
     return app
 

@@ -25,6 +25,7 @@ from flows.report import stage_listeners
 from storage import LineageLocked
 from tasks import runtime
 from tasks.config import PipelineSettings, Precision
+from tasks.publish import metrics_from_published_record
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,11 @@ STAGE_LABELS = {
     "qc": "quality checks",
     "publish": "loudness normalisation and muxing",
 }
+
+
+FINAL_PREFIX = "final_"
+PUBLISHED_GROUP = "published_audio"
+GENERATED_GROUP = "generated_audio_before_loudness_normalisation"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +79,18 @@ def _local_path(uri: object) -> Path | None:
     if not isinstance(uri, str) or not uri.startswith("file://"):
         return None
     return Path(unquote(urlparse(uri).path))
+
+
+def _grouped_metrics(measured: dict[str, object]) -> dict[str, dict[str, object]]:
+    """The published audio's metrics first; the generator's raw output (before loudness normalisation,
+    whose peak of 0 dBFS is not clipping in what is published) after them."""
+    rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in measured.items()}
+    published = {k.removeprefix(FINAL_PREFIX): v for k, v in rounded.items() if k.startswith(FINAL_PREFIX)}
+    if "loudness_gain_db" in rounded:
+        published["loudness_gain_db"] = rounded["loudness_gain_db"]
+    generated = {k: v for k, v in rounded.items() if not k.startswith(FINAL_PREFIX) and k != "loudness_gain_db"}
+    groups = {PUBLISHED_GROUP: published, GENERATED_GROUP: generated}
+    return {name: values for name, values in groups.items() if values}
 
 
 @contextlib.contextmanager
@@ -170,13 +188,14 @@ class DemoBackend:
         item = result["items"][0]
         status = item["status"]
         audio = _local_path(item.get("audio_uri"))
+        measured = item.get("metrics") or (self._published_metrics(item) if item.get("cached") else {})
         metrics = {
             "status": status,
             "item_id": item.get("item_id"),
             "run_id": result["run_id"],
             "cot_backend": item.get("cot_backend"),
             "reused_earlier_result": item.get("cached"),
-            **{k: round(v, 4) if isinstance(v, float) else v for k, v in (item.get("metrics") or {}).items()},
+            **_grouped_metrics(measured),
         }
         return DemoOutcome(
             status=status,
@@ -189,6 +208,14 @@ class DemoBackend:
             spectrogram=spectrogram_image(audio) if audio is not None and audio.is_file() else None,
             metrics=metrics,
         )
+
+    @staticmethod
+    def _published_metrics(item: dict[str, object]) -> dict[str, object]:
+        """A reused result's metrics, from the metrics file published with it."""
+        path = _local_path(item.get("metrics_uri"))
+        if path is None or not path.is_file():
+            return {}
+        return metrics_from_published_record(path.read_bytes()) or {}
 
     def _message(self, item: dict[str, object], run_id: str, seconds: float) -> str:
         status = item["status"]

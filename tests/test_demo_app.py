@@ -226,3 +226,19 @@ def test_an_empty_cot_is_written_by_the_cot_server_and_shown_for_editing(tmp_pat
     assert metrics["cot_backend"] == "vllm" and "vllm" in status
     assert used == edited and regenerated["cot_backend"] == "provided"
     assert len(endpoint.bodies) == 1, "a provided CoT never asks the server"
+
+
+def test_a_reused_result_shows_its_metrics_published_audio_first(client, media):
+    from flows.demo_backend import GENERATED_GROUP, PUBLISHED_GROUP
+
+    first, _ = _generate(client, media / "clip.mp4", caption="a kettle whistles", seed=11, steps=2)
+    again, _ = _generate(client, media / "clip.mp4", caption="a kettle whistles", seed=11, steps=2)
+    fresh, reused = first[5], again[5]
+    assert not fresh["reused_earlier_result"] and reused["reused_earlier_result"]
+    assert "reused" in again[0]
+    for metrics in (fresh, reused):
+        groups = [key for key in metrics if isinstance(metrics[key], dict)]
+        assert groups == [PUBLISHED_GROUP, GENERATED_GROUP], metrics
+        # Normalised to the loudness target, the published audio is well below full scale.
+        assert metrics[PUBLISHED_GROUP]["peak_dbfs"] < -1.0
+    assert reused[PUBLISHED_GROUP] == fresh[PUBLISHED_GROUP]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,44 @@ def test_upload_generate_and_play_in_chromium(browser, tmp_path):
         page.close()
         demo.app.close()
     assert outside == [], f"the page reached beyond the app: {outside}"
+
+
+def test_a_cot_edited_during_a_generation_is_kept_and_generated_next(browser, tmp_path):
+    import duckdb
+
+    from flows.report import stage_listeners
+
+    synthesis_started = threading.Event()
+
+    def on_stage(stage: str) -> None:
+        if stage == "synthesis":
+            synthesis_started.set()
+
+    stage_listeners.append(on_stage)
+    demo = start_demo(tmp_path / "work", max_duration_sec=30.0, max_upload_mb=200.0)
+    # Long enough that the edit below lands while the first generation runs.
+    video = make_video(tmp_path / "surf.mp4", duration=8.0, size="160x90")
+    edited = "Start with heavy surf on pebbles. Add a gull calling once. Avoid voices and music."
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    try:
+        page.goto(demo.url)
+        page.set_input_files("#video-input input[type=file]", str(video))
+        page.locator("#video-input video").wait_for(state="attached", timeout=30_000)
+        page.get_by_label("Caption (optional)").fill("waves breaking on a pebble beach")
+        page.click("#generate")
+        assert synthesis_started.wait(timeout=180), "the first generation never reached synthesis"
+        page.locator("#cot textarea").fill(edited)
+        page.click("#generate")
+        assert page.locator("#status").get_by_text("Done").count() == 0, "the first generation had finished"
+
+        # The second click ran next, with the edit, and the first one's result did not overwrite it.
+        page.locator("#status code", has_text="provided").wait_for(timeout=300_000)
+        assert page.locator("#cot textarea").input_value() == edited
+    finally:
+        stage_listeners.remove(on_stage)
+        page.close()
+        demo.app.close()
+    with duckdb.connect(str(demo.workdir / "lineage.duckdb"), read_only=True) as con:
+        cots = con.execute("SELECT cot_backend, caption_cot FROM (SELECT backend AS cot_backend, caption_cot, "
+                           "created_at FROM cot) ORDER BY created_at").fetchall()
+    assert [backend for backend, _ in cots] == ["template", "provided"] and cots[1][1] == edited

@@ -10,8 +10,11 @@ import imageio_ffmpeg
 import numpy as np
 import soundfile
 
-# Codecs that MP4 carries natively; anything else is remuxed into Matroska, which carries every codec.
-MP4_VIDEO_CODECS = {"h264", "hevc", "mpeg4", "av1", "vp9"}
+# Codecs copied as they are into the dubbed MP4, which browsers play. Anything else (MPEG-4 Part 2,
+# which MP4 carries but browsers show without a picture, ProRes, MJPEG, VP8, ...) is re-encoded to H.264.
+BROWSER_MP4_CODECS = {"h264", "hevc", "av1", "vp9"}
+DUBBED_CONTAINER = "mp4"
+REENCODE_ARGS = ("-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p")
 
 
 class MuxError(RuntimeError):
@@ -25,8 +28,9 @@ def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
     return buffer.getvalue()
 
 
-def dubbed_container(video_codec: str | None) -> str:
-    return "mp4" if (video_codec or "").lower() in MP4_VIDEO_CODECS else "mkv"
+def needs_reencode(video_codec: str | None) -> bool:
+    """Whether the dubbed video must be re-encoded to H.264 for browsers to show its picture."""
+    return (video_codec or "").lower() not in BROWSER_MP4_CODECS
 
 
 def mux_audio(
@@ -36,16 +40,20 @@ def mux_audio(
     out_path: Path,
     start_sec: float,
     duration_sec: float,
+    reencode: bool = False,
     timeout_s: float = 600.0,
 ) -> Path:
-    """Copy the video stream of the segment and add the new audio as AAC; the old audio is dropped.
+    """Copy (or, with `reencode`, encode to H.264) the video stream of the segment and add the new audio
+    as AAC; the old audio is dropped.
 
     The audio is exactly the segment's duration, so every video frame is kept: no `-shortest`, which
     dropped the last frame whenever the audio ended a few milliseconds early.
 
     With stream copy FFmpeg can only cut at keyframes, so a segment that starts mid-video may begin up
-    to one GOP early; the audio is aligned to the cut that FFmpeg makes.
+    to one GOP early; the audio is aligned to the cut that FFmpeg makes. Re-encoding keeps each source
+    frame with its timestamp (no frame rate conversion).
     """
+    video_args = [*REENCODE_ARGS, "-fps_mode", "passthrough"] if reencode else ["-c:v", "copy"]
     command = [
         imageio_ffmpeg.get_ffmpeg_exe(),
         "-nostdin",
@@ -64,8 +72,7 @@ def mux_audio(
         "0:v:0",
         "-map",
         "1:a:0",
-        "-c:v",
-        "copy",
+        *video_args,
         "-c:a",
         "aac",
         "-b:a",
