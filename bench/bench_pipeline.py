@@ -2,6 +2,12 @@
 
     .venv/bin/python bench/bench_pipeline.py --items 50            # CI-sized
     .venv/bin/python bench/bench_pipeline.py --items 500           # by hand (takes a while)
+    .venv/bin/python bench/bench_pipeline.py --items 24 --executor ray --skip-baseline
+    .venv/bin/python bench/bench_pipeline.py --driver-cost 1000,10000 --items 0
+
+`--executor ray` adds runs on a local Ray with 1 and 2 model workers (items/min, scaling ratio, warm
+models, peak RSS of the workers and the driver) and the per-batch scheduling round trip against the
+local executor. `--driver-cost` measures the driver's cost per item (bench/driver_cost.py).
 
 Prints items/min for the Prefect flow and for the same stage functions in a plain Python loop (the
 baseline, same process), the time per stage, the orchestration + storage overhead (wall time minus the
@@ -27,6 +33,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="bench-prefect-"))
 
 import imageio_ffmpeg  # noqa: E402
@@ -155,16 +162,16 @@ def plain_loop():
 
 def run_plain(videos: Path, settings) -> tuple[dict[str, float], float]:
     from flows.pipeline import process_items
-    from tasks import runtime
+    from tasks.run_lineage import close_lineage, open_lineage
     from tasks.sources import list_sources
 
     started = time.perf_counter()
     with plain_loop():
-        lin = runtime.lineage(settings)
+        lin = open_lineage(settings)
         lin.start_run("plain-baseline", input=str(videos), params={}, code_version="bench")
-        _, stages = process_items(list_sources(str(videos)), settings, "plain-baseline")
+        _, stages = process_items(list_sources(str(videos)), settings, "plain-baseline", lin)
         lin.finish_run("plain-baseline", "completed")
-        runtime.close_lineage(settings)
+        close_lineage(settings)
     return stages, time.perf_counter() - started
 
 
@@ -175,6 +182,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local")
+    parser.add_argument("--driver-cost", default="", help="comma-separated item counts, e.g. 1000,10000")
     args = parser.parse_args()
 
     from flows.dub import dub_dataset
@@ -186,8 +195,8 @@ def main() -> None:
     make_videos(videos, args.items)
     print(f"made {args.items} videos in {time.perf_counter() - t0:.1f} s ({videos})")
 
-    def settings(name: str) -> PipelineSettings:
-        return PipelineSettings(workdir=str(root / name), steps=args.steps, batch_size=args.batch_size)
+    def settings(name: str, **overrides) -> PipelineSettings:
+        return PipelineSettings(workdir=str(root / name), steps=args.steps, batch_size=args.batch_size, **overrides)
 
     clock = ComputeClock()
     instrument(clock)
@@ -195,16 +204,26 @@ def main() -> None:
     # One-time costs of a worker process, reported apart: the embedded Prefect API and model loading.
     from prefect.server.api.server import SubprocessASGIServer
 
-    from tasks import runtime
+    from tasks.handles import process_handles
 
     started = time.perf_counter()
     SubprocessASGIServer().start()
     api_s = time.perf_counter() - started
     started = time.perf_counter()
-    runtime.generator(settings("warmup"))
-    runtime.extractor(settings("warmup")).load_all()
+    process_handles().generator(settings("warmup"))
+    process_handles().extractor(settings("warmup")).load_all()
     models_s = time.perf_counter() - started
     print(f"one-time startup: embedded Prefect API {api_s:.1f} s, tiny models {models_s:.1f} s")
+
+    if args.driver_cost:
+        from driver_cost import driver_cost
+
+        print(f"\n== driver cost per item (stand-in stages, real flow, Prefect and lineage), batch {args.batch_size} ==")
+        for n in (int(v) for v in args.driver_cost.split(",")):
+            cost = driver_cost(n, settings(f"driver{n}"))
+            print(f"N={n}: {cost['cpu_ms_per_item']:.3f} ms CPU/item, {cost['wall_ms_per_item']:.3f} ms wall/item")
+    if args.items == 0:
+        return
 
     started = time.perf_counter()
     result = dub_dataset(input=str(videos), settings=settings("flow"))
@@ -236,6 +255,11 @@ def main() -> None:
         print(f"wall {plain_wall:.1f} s, {args.items / plain_wall * 60:.1f} items/min; "
               f"overhead {plain_overhead:.2f} s = {plain_overhead / plain_wall:.1%}")
         print(f"Prefect flow / plain loop wall time: {flow_wall / plain_wall:.3f}")
+
+    if args.executor == "ray":
+        from ray_scaling import report
+
+        report(videos, root, args.items, settings)
 
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak RSS of this process: {peak_mb:.0f} MB (N={args.items})")

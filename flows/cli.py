@@ -213,6 +213,7 @@ def run(
         typer.Option(help="A folder (or s3:// prefix) inputs may be read from; repeatable. "
                           "Default: INPUT's own folder, or the manifest's, and any s3:// URI."),
     ] = None,
+    ray_cpus: Annotated[float | None, typer.Option(help="CPUs per Ray model worker and per CPU-stage task.")] = None,
 ) -> None:
     """Dub every video of INPUT. Exits 0 when the run completed with at least one item dubbed, 1 when
     none was (or any failed, with --fail-on-errors)."""
@@ -226,6 +227,7 @@ def run(
                 artifact_base_url=artifact_base_url, link_expiry_s=link_expiry,
                 executor=executor, ray_address=ray_address, ray_workers=ray_workers, ray_gpus=ray_gpus,
                 input_roots=tuple(input_root) if input_root else None,
+                ray_cpus=ray_cpus,
                 cot={"url": cot_url, "model": cot_model, "prompt_version": cot_prompt,
                      "start_server": start_cot_server},
                 quality={"loudness_target_lufs": loudness_target, "max_regenerations": max_regenerations},

@@ -1,7 +1,7 @@
 """What the web demo does for one request, without any widgets: check, store, run `dub_video`, collect.
 
 The demo is a face over the same flow the datasets use, so each generation is an item in lineage like
-any other, and the models stay warm in this process between requests (`tasks.runtime` caches them).
+any other, and the models stay warm in this process between requests (`tasks.handles` keeps them).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from flows.demo_spectrogram import spectrogram_image
 from flows.dub import RunFailed, dub_video
 from flows.report import stage_listeners
 from storage import LineageLocked
-from tasks import runtime
 from tasks.config import PipelineSettings, Precision
-from tasks.publish import metrics_from_published_record
+from tasks.handles import process_handles, quiet_progress_bars
+from tasks.reuse import metrics_from_published_record
 
 logger = logging.getLogger(__name__)
 
@@ -129,9 +129,9 @@ class DemoBackend:
     def warm_up(self) -> None:
         """Load the generator and the feature extractor once, before the first request needs them."""
         started = time.perf_counter()
-        with runtime.quiet_progress_bars():
-            runtime.generator(self.settings)
-            runtime.extractor(self.settings)
+        with quiet_progress_bars():
+            process_handles().generator(self.settings)
+            process_handles().extractor(self.settings)
         self._warm.set()
         logger.info("demo models loaded in %.1f s", time.perf_counter() - started)
 

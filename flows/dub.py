@@ -18,9 +18,11 @@ from cot_prompts import VllmServer
 from cot_prompts.server import CPU_SERVER_ARGS, CPU_SERVER_ENV
 from flows.pipeline import process_items
 from flows.report import publish_report, publish_summary
-from tasks import preflight, runtime
+from tasks import preflight
 from tasks.config import PipelineSettings, merge_settings
+from tasks.handles import RANDOM_WEIGHTS_WARNING, quiet_progress_bars
 from tasks.items import WorkItem, jsonable
+from tasks.run_lineage import close_lineage, open_lineage
 from tasks.scratch import own_scratch
 from tasks.sources import default_roots, list_sources, video_item
 
@@ -141,7 +143,7 @@ def run_sources(
     """
     logger = get_run_logger()
     settings = preflight.require(settings)  # a worker checks its models before it records the run
-    lin = runtime.lineage(settings)
+    lin = open_lineage(settings)
     lin.start_run(
         run_id,
         input=input_label,
@@ -150,19 +152,19 @@ def run_sources(
         code_version=PIPELINE_VERSION,
     )
     if settings.preset == "tiny":
-        logger.warning(runtime.RANDOM_WEIGHTS_WARNING)
+        logger.warning(RANDOM_WEIGHTS_WARNING)
     own_scratch(settings.scratch_dir)  # claims this process's scratch, removing what killed runs left
     try:
-        with cot_server(settings) as active, runtime.quiet_progress_bars():
-            done, stage_seconds = process_items(items, active, run_id)
+        with cot_server(settings) as active, quiet_progress_bars():
+            done, stage_seconds = process_items(items, active, run_id, lin)
     except BaseException:
         lin.finish_run(run_id, "crashed")
-        runtime.close_lineage(settings)
+        close_lineage(settings)
         raise
     lin.finish_run(run_id, "completed")
     # DuckDB admits one writing process per file: release it as soon as the run is over, so that
     # `thinksound status` or the next run can open it while this (warm) worker process lives on.
-    runtime.close_lineage(settings)
+    close_lineage(settings)
     publish_summary(run_id, done, stage_seconds)
     publish_report(run_id, done, settings)
     counts = Counter(i.status for i in done)

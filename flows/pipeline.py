@@ -7,20 +7,26 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextvars import copy_context
 
 from prefect.utilities.annotations import quote
 
 from flows.report import RunProgress, stage_listeners
+from storage import Lineage
+from tasks.cache_keys import generation_duration
 from tasks.config import PipelineSettings
 from tasks.cot import write_cot
+from tasks.executors import Batch, Executor, open_executor
 from tasks.features import extract_features
-from tasks.ingest import generation_duration, ingest
+from tasks.handles import process_handles
+from tasks.ingest import hash_memo_keys, ingest
 from tasks.items import WorkItem
 from tasks.outcomes import record_outcomes, record_states
-from tasks.publish import publish, reuse_published
+from tasks.publish import publish
 from tasks.quality import check_quality, needs_regeneration, settle
+from tasks.records import StageResult, partial_result, write_records
+from tasks.reuse import reuse_candidates, reuse_published
 from tasks.synthesis import synthesize_batch
 
 # Ingest, CoT and the reuse check work on chunks this large (vLLM batches the CoT requests of a chunk).
@@ -32,7 +38,7 @@ def _chunks(items: Sequence[WorkItem], size: int) -> Iterator[list[WorkItem]]:
         yield list(items[start : start + size])
 
 
-# Work items go to tasks wrapped in `quote`: they hold no futures, and sparing Prefect the walk through
+# Batches go to tasks wrapped in `quote`: they hold no futures, and sparing Prefect the walk through
 # every item's fields is most of its per-task overhead on large batches.
 
 
@@ -55,78 +61,95 @@ class StageClock:
                 self.seconds[name] += time.perf_counter() - started
 
 
-def _check_batch(
-    batch_id: str, batch: list[WorkItem], settings: PipelineSettings, run_id: str, clock: StageClock
-) -> list[WorkItem]:
-    """The model stages for one batch: features, synthesis and checks, with regeneration."""
-    with clock.stage("features"):
-        batch = extract_features(batch_id, quote(batch), settings, run_id)
-    with clock.stage("synthesis"):
-        batch = synthesize_batch(batch_id, quote(batch), settings, run_id)
-    with clock.stage("qc"):
-        batch = check_quality(batch_id, quote(batch), settings, run_id)
-    while retry := [i for i in batch if needs_regeneration(i, settings)]:
-        for item in retry:
-            item.generation += 1
-        retry_id = f"{batch_id}-regen{retry[0].generation}"
-        with clock.stage("synthesis"):
-            retried = synthesize_batch(retry_id, quote(retry), settings, run_id)
-        with clock.stage("qc"):
-            retried = check_quality(retry_id, quote(retried), settings, run_id)
-        by_row = {i.row_key: i for i in retried}
-        batch = [by_row.get(i.row_key, i) for i in batch]
-    settle(batch)
-    return batch
+class _Stages:
+    """Runs stage tasks through the executor and records what they return: the flow's one writer."""
+
+    def __init__(self, executor: Executor, lin: Lineage, settings: PipelineSettings, run_id: str,
+                 clock: StageClock) -> None:
+        self.executor, self.lin, self.settings, self.run_id, self.clock = executor, lin, settings, run_id, clock
+
+    def run(self, stage: str, task, batch_id: str, items: list[WorkItem], cached: dict[str, str] | None = None):
+        batch = Batch(self.run_id, items, self.settings, cached or {})
+        with self.clock.stage(stage):
+            try:
+                result: StageResult = task(batch_id, quote(batch), quote(self.executor))
+            except BaseException as exc:
+                # What the stage finished before it raised is recorded before the error goes up.
+                partial = partial_result(exc)
+                if partial is not None:
+                    write_records(self.lin, partial.records)
+                    exc.finished_items = [i for i in partial.items if i.status == "succeeded"]
+                raise
+            write_records(self.lin, result.records)
+        return result.items
+
+    def check_batch(self, batch_id: str, batch: list[WorkItem]) -> list[WorkItem]:
+        """The model stages for one batch: features, synthesis and checks, with regeneration."""
+        batch = self.run("features", extract_features, batch_id, batch)
+        batch = self.run("synthesis", synthesize_batch, batch_id, batch)
+        batch = self.run("qc", check_quality, batch_id, batch)
+        while retry := [i for i in batch if needs_regeneration(i, self.settings)]:
+            for item in retry:
+                item.generation += 1
+            retry_id = f"{batch_id}-regen{retry[0].generation}"
+            retried = self.run("synthesis", synthesize_batch, retry_id, retry)
+            retried = self.run("qc", check_quality, retry_id, retried)
+            by_row = {i.row_key: i for i in retried}
+            batch = [by_row.get(i.row_key, i) for i in batch]
+        settle(batch)
+        return batch
 
 
-class _Publisher:
-    """Publishes one batch in a background thread while the next batch is computed.
+class _BatchLine:
+    """Runs each batch's chain (model stages, then publish) in a few threads, so that while one batch
+    is on the models the others are published (and, on Ray, one batch per model worker computes).
 
-    Publishing is mostly FFmpeg muxing and storage writes, so it overlaps well with the model stages.
-    One batch at most is in flight: its outcome is settled before the next one starts, and `drain`
-    waits for it even when the run is failing, so that finished work is always committed.
+    The model stages pass a gate sized to the executor's model workers: in this process, one batch
+    computes while the previous one publishes, as before. On a failure no new batch starts, the
+    batches in flight finish (finished work is always committed), then the error goes up.
     """
 
-    def __init__(self, settings: PipelineSettings, run_id: str, clock: StageClock, outcomes: _Outcomes) -> None:
-        self.settings, self.run_id, self.clock, self.outcomes = settings, run_id, clock, outcomes
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish")
-        self._in_flight: Future[list[WorkItem]] | None = None
-        self._in_flight_batch: list[WorkItem] = []
+    def __init__(self, stages: _Stages, outcomes: _Outcomes, executor: Executor) -> None:
+        self.stages, self.outcomes = stages, outcomes
+        self._gate = threading.Semaphore(executor.parallel_batches)
+        self._pool = ThreadPoolExecutor(max_workers=executor.parallel_batches + 1, thread_name_prefix="batch")
 
-    def _publish(self, batch_id: str, batch: list[WorkItem]) -> list[WorkItem]:
-        with self.clock.stage("publish"):
-            return publish(batch_id, quote(batch), self.settings, self.run_id)
-
-    def submit(self, batch_id: str, batch: list[WorkItem]) -> None:
-        self.drain()
-        self._in_flight_batch = batch
-        # The copied context carries Prefect's flow run, so the task run belongs to this flow run.
-        self._in_flight = self._executor.submit(copy_context().run, self._publish, batch_id, batch)
-
-    def drain(self) -> None:
-        in_flight, self._in_flight = self._in_flight, None
-        if in_flight is None:
-            return
+    def _chain(self, batch_id: str, batch: list[WorkItem]) -> None:
+        with self._gate:
+            checked = self.stages.check_batch(batch_id, batch)
         try:
-            published = in_flight.result()
-        except BaseException:
-            # The task updates the items in place: those it published before it failed are settled.
-            self.outcomes.settle([i for i in self._in_flight_batch if i.status == "succeeded"])
+            published = self.stages.run("publish", publish, batch_id, checked)
+        except BaseException as exc:
+            self.outcomes.settle(getattr(exc, "finished_items", []))
             raise
         self.outcomes.settle(published)
 
-    def close(self) -> None:
+    def run(self, batches: Iterator[tuple[str, list[WorkItem]]]) -> None:
+        in_flight: set[Future[None]] = set()
+        error: BaseException | None = None
         try:
-            self.drain()
+            for batch_id, batch in batches:
+                # The copied context carries Prefect's flow run, so task runs belong to this flow run.
+                in_flight.add(self._pool.submit(copy_context().run, self._chain, batch_id, batch))
+                if len(in_flight) > self._pool._max_workers:
+                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    error = next((f.exception() for f in done if f.exception() is not None), None)
+                    if error is not None:
+                        break
         finally:
-            self._executor.shutdown()
+            done, _ = wait(in_flight)
+            self._pool.shutdown()
+        error = error or next((f.exception() for f in done if f.exception() is not None), None)
+        if error is not None:
+            raise error
 
 
 class _Outcomes:
     """Where every source (segment) stands; settles a representative's whole group of duplicates at once."""
 
-    def __init__(self, ingested: list[WorkItem], settings: PipelineSettings, run_id: str) -> None:
-        self.settings, self.run_id = settings, run_id
+    def __init__(self, ingested: list[WorkItem], lin: Lineage, run_id: str) -> None:
+        self.lin, self.run_id = lin, run_id
+        self._lock = threading.Lock()
         self.by_source: dict[tuple[str, str], WorkItem] = {i.row_key: i for i in ingested}
         self.groups: dict[str, list[WorkItem]] = defaultdict(list)
         for item in ingested:
@@ -148,50 +171,51 @@ class _Outcomes:
             settled += [representative, *members[1:]]
         if not settled:
             return
-        for item in settled:
-            self.by_source[item.row_key] = item
-        record_outcomes(self.run_id, settled, self.settings)
-        self.progress.advance(len(settled))
+        with self._lock:
+            for item in settled:
+                self.by_source[item.row_key] = item
+            record_outcomes(self.lin, self.run_id, settled)
+            self.progress.advance(len(settled))
 
 
 def process_items(
     items: list[WorkItem],
     settings: PipelineSettings,
     run_id: str,
+    lin: Lineage,
 ) -> tuple[list[WorkItem], dict[str, float]]:
     """Run every stage over the items; returns them with their outcome and the time per stage.
 
     Sources with the same work key (same bytes, segment and provided text) are computed once. The cheap
     stages (ingest, CoT, reuse of published results) run over large chunks, which lets vLLM batch many
     requests and makes a cached rerun a handful of task runs; the model stages run per batch, bucketed
-    by duration, and each batch is published in the background while the next one is computed.
+    by duration, and batches are published while others compute. Stages compute where the executor
+    puts them (this process, or Ray workers); this function, in the driver, records everything.
     """
-    if settings.executor != "local":
-        raise NotImplementedError(f"executor {settings.executor!r} is not available yet")
     clock = StageClock()
-    ingested: list[WorkItem] = []
-    for n, chunk in enumerate(_chunks(items, PLAN_CHUNK)):
-        with clock.stage("ingest"):
-            ingested += ingest(f"{run_id}-ingest{n:03d}", quote(chunk), settings, run_id)
-    record_states(run_id, ingested, settings)
-    outcomes = _Outcomes(ingested, settings, run_id)
+    with open_executor(settings) as executor:
+        stages = _Stages(executor, lin, settings, run_id, clock)
+        ingested: list[WorkItem] = []
+        for n, chunk in enumerate(_chunks(items, PLAN_CHUNK)):
+            known = lin.cache_get_many(hash_memo_keys(chunk, settings))
+            ingested += stages.run("ingest", ingest, f"{run_id}-ingest{n:03d}", chunk, known)
+        record_states(lin, run_id, ingested)
+        outcomes = _Outcomes(ingested, lin, run_id)
 
-    to_generate: list[WorkItem] = []
-    for n, chunk in enumerate(_chunks(outcomes.representatives, PLAN_CHUNK)):
-        chunk_id = f"{run_id}-c{n:03d}"
-        with clock.stage("cot"):
-            chunk = write_cot(chunk_id, quote(chunk), settings, run_id)
-        with clock.stage("reuse"):
-            chunk = reuse_published(chunk_id, quote(chunk), settings, run_id)
-        outcomes.settle([i for i in chunk if not i.is_pending])
-        to_generate += [i for i in chunk if i.is_pending]
+        to_generate: list[WorkItem] = []
+        handles = process_handles()
+        for n, chunk in enumerate(_chunks(outcomes.representatives, PLAN_CHUNK)):
+            chunk_id = f"{run_id}-c{n:03d}"
+            chunk = stages.run("cot", write_cot, chunk_id, chunk)
+            with clock.stage("reuse"):
+                published = lin.cache_get_many(reuse_candidates(chunk, settings))
+                result = reuse_published(chunk_id, quote(Batch(run_id, chunk, settings, published)), handles)
+                write_records(lin, result.records)
+            chunk = result.items
+            outcomes.settle([i for i in chunk if not i.is_pending])
+            to_generate += [i for i in chunk if i.is_pending]
 
-    to_generate.sort(key=lambda i: (generation_duration(i.duration_sec), i.position))
-    publisher = _Publisher(settings, run_id, clock, outcomes)
-    try:
-        for n, batch in enumerate(_chunks(to_generate, settings.batch_size)):
-            batch_id = f"{run_id}-b{n:04d}"
-            publisher.submit(batch_id, _check_batch(batch_id, batch, settings, run_id, clock))
-    finally:
-        publisher.close()
+        to_generate.sort(key=lambda i: (generation_duration(i.duration_sec), i.position))
+        batches = ((f"{run_id}-b{n:04d}", batch) for n, batch in enumerate(_chunks(to_generate, settings.batch_size)))
+        _BatchLine(stages, outcomes, executor).run(batches)
     return [outcomes.by_source[i.row_key] for i in ingested], dict(clock.seconds)

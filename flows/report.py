@@ -17,10 +17,10 @@ from prefect.artifacts import (
 )
 
 from storage import ArtifactStore
-from tasks import runtime
+from tasks.cache_keys import output_keys
 from tasks.config import PipelineSettings
+from tasks.handles import process_handles
 from tasks.items import WorkItem
-from tasks.publish import output_keys
 
 TINY_WARNING = (
     "> **Note:** this run used the `tiny` preset, whose models are randomly initialised. "
@@ -64,7 +64,7 @@ def publish_summary(run_id: str, items: list[WorkItem], stage_seconds: dict[str,
 
 
 def publish_report(run_id: str, items: list[WorkItem], settings: PipelineSettings) -> None:
-    store = runtime.store(settings)
+    store = process_handles().store(settings)
     markdown = report_markdown(
         run_id, items, preset=settings.preset, outputs=lambda item: outputs_cell(item, store, settings)
     )

@@ -19,9 +19,9 @@ from flows.dub import (
     run_sources,
     with_input_roots,
 )
-from tasks import runtime
 from tasks.config import PipelineSettings, merge_settings
 from tasks.items import WorkItem
+from tasks.run_lineage import close_lineage, open_lineage
 from tasks.sources import MANIFEST_SUFFIXES, ROW_ERROR_PREFIX, resolve_location
 
 # The key under which a reprocessing run records what it reran and what it changed, in runs.params.
@@ -65,7 +65,7 @@ def run_settings(run_id: str, workdir: str, overrides: dict[str, Any] | None) ->
 
 
 def _lineage(workdir: str):
-    return runtime.lineage(PipelineSettings(workdir=workdir))
+    return open_lineage(PipelineSettings(workdir=workdir))
 
 
 def _used_generations(workdir: str, item_ids: list[str]) -> dict[str, int]:
@@ -157,7 +157,7 @@ def reprocess_failed(
     label = describe_filter(from_run, stage, error_contains)
     if not selected:
         get_run_logger().info("nothing to reprocess")
-        runtime.close_lineage(PipelineSettings(workdir=workdir))
+        close_lineage(PipelineSettings(workdir=workdir))
         nothing = {"run_id": None, "run_ids": [], "counts": {}, "cached": 0, "stage_seconds": {}, "items": []}
         return Completed(message="nothing to reprocess", data=nothing)
     # Items whose runs used the same settings rerun together, as one lineage run per settings.

@@ -8,20 +8,24 @@ import time
 from collections import defaultdict
 
 from cot_prompts import CotRequest, CotResult, ProvidedBackend, VllmBackend, cot_cache_key, load_prompt
-from tasks import runtime
 from tasks.config import PipelineSettings
-from tasks.items import WorkItem, attempt, batch_share
+from tasks.executors import Batch, Executor
+from tasks.handles import Handles
+from tasks.items import WorkItem, batch_share
+from tasks.records import LineageRecords, StageResult
 from tasks.retry import stage_task
 
 
-def _make_backends(settings: PipelineSettings, prompt) -> tuple[ProvidedBackend, VllmBackend | None]:
+def _make_backends(
+    handles: Handles, settings: PipelineSettings, prompt
+) -> tuple[ProvidedBackend, VllmBackend | None]:
     """The manifest backend and, with a server URL, the MLLM one.
 
     T5 tokens are counted with the run's own T5 tokenizer, loaded only when a count is needed.
     """
 
     def count(text: str) -> int:
-        return runtime.extractor(settings).count_t5_tokens(text)
+        return handles.extractor(settings).count_t5_tokens(text)
 
     provided = ProvidedBackend(count_t5_tokens=count, prompt=prompt)
     if not settings.cot.url:
@@ -62,15 +66,13 @@ def _request(item: WorkItem) -> CotRequest:
     )
 
 
-@stage_task("cot")
-def write_cot(
-    batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str
-) -> list[WorkItem]:
+def run_cot(handles: Handles, batch: Batch) -> StageResult:
     """Give each pending item its caption and CoT; results are cached by video, prompt and backend."""
-    store = runtime.store(settings)
-    lin = runtime.lineage(settings)
+    settings, items = batch.settings, batch.items
+    store = handles.store(settings)
+    records = LineageRecords(batch.run_id)
     prompt = load_prompt(settings.cot.prompt_version)
-    provided, mllm = _make_backends(settings, prompt)
+    provided, mllm = _make_backends(handles, settings, prompt)
 
     def backend_for(item: WorkItem):
         # A CoT the user wrote (manifest or demo) is used as is; the MLLM writes the missing ones.
@@ -78,14 +80,13 @@ def write_cot(
 
     backends = {b.identity: b for b in (provided, mllm) if b is not None}
     missing: dict[str, list[WorkItem]] = defaultdict(list)
-    attempts = []
     for item in (i for i in items if i.is_pending):
         backend = backend_for(item)
         item.cot_key = cot_cache_key(_request(item), backend.identity, prompt.hash)
         key = f"cot/{item.cot_key}.json"
         if store.exists(key):
             _apply(item, CotResult(**json.loads(store.get_bytes(key))))
-            attempts.append(_attempt(run_id, item, "cached", prompt, time.time(), time.time()))
+            _book(records, item, "cached", prompt, time.time(), time.time())
         else:
             missing[backend.identity].append(item)
     for identity, group in missing.items():
@@ -100,19 +101,21 @@ def write_cot(
                     json.dumps(dataclasses.asdict(result), default=str).encode(),
                     content_type="application/json",
                 )
-            attempts.append(
-                _attempt(run_id, item, None, prompt, *batch_share(started, finished, n, len(group)))
-            )
-    lin.record_attempts(attempts)
-    return items
+            _book(records, item, None, prompt, *batch_share(started, finished, n, len(group)))
+    return StageResult(items, records)
 
 
-def _attempt(
-    run_id: str, item: WorkItem, status: str | None, prompt, started: float, finished: float
-) -> dict:
+@stage_task("cot")
+def write_cot(batch_id: str, batch: Batch, executor: Executor) -> StageResult:
+    """The CoT stage over a batch (a CPU stage: it waits on the vLLM server)."""
+    return executor.run(run_cot, batch, models=False)
+
+
+def _book(
+    records: LineageRecords, item: WorkItem, status: str | None, prompt, started: float, finished: float
+) -> None:
     record = item.cot_record or {}
-    return attempt(
-        run_id,
+    records.attempt(
         "cot",
         item,
         status=status or ("failed" if item.status == "failed" else "succeeded"),

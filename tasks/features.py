@@ -4,31 +4,23 @@ from __future__ import annotations
 
 import time
 
-from tasks import runtime
+from tasks.cache_keys import (
+    generation_duration,
+    text_features_key,
+    video_extractor_version,
+    video_features_key,
+)
 from tasks.config import PipelineSettings
-from tasks.ingest import generation_duration
-from tasks.items import WorkItem, attempt, batch_share, stable_hash
+from tasks.executors import Batch, Executor
+from tasks.handles import Handles
+from tasks.items import WorkItem, batch_share
+from tasks.records import LineageRecords, StageResult
 from tasks.retry import stage_task
 from thinksound.features import VideoDecodeError, decode_clip
 
 
-def video_features_key(item: WorkItem, settings: PipelineSettings) -> str:
-    digest = stable_hash(
-        item.content_hash,
-        round(item.start_sec, 3),
-        generation_duration(item.duration_sec),
-        runtime.video_extractor_version(settings),
-    )
-    return f"features/video/{digest[:2]}/{digest}.safetensors"
-
-
-def text_features_key(item: WorkItem, settings: PipelineSettings) -> str:
-    digest = stable_hash(item.caption, item.caption_cot, runtime.text_encoder_version(settings))
-    return f"features/text/{digest[:2]}/{digest}.safetensors"
-
-
-def _encode_videos(items: list[WorkItem], settings: PipelineSettings) -> None:
-    store = runtime.store(settings)
+def _encode_videos(handles: Handles, items: list[WorkItem], settings: PipelineSettings) -> None:
+    store = handles.store(settings)
     clips, decoded_items = [], []
     for item in items:
         try:
@@ -45,7 +37,7 @@ def _encode_videos(items: list[WorkItem], settings: PipelineSettings) -> None:
     if not clips:
         return
     try:
-        encoded = runtime.extractor(settings).encode_videos(clips)
+        encoded = handles.extractor(settings).encode_videos(clips)
     except (ValueError, RuntimeError) as exc:
         # A model error (bad shapes, out of memory) fails this batch's items, not the run.
         for item in decoded_items:
@@ -55,21 +47,19 @@ def _encode_videos(items: list[WorkItem], settings: PipelineSettings) -> None:
         store.put_bytes(item.video_features_key, features.to_bytes())
 
 
-def _encode_texts(items: list[WorkItem], settings: PipelineSettings) -> None:
-    store = runtime.store(settings)
-    encoded = runtime.extractor(settings).encode_texts(
+def _encode_texts(handles: Handles, items: list[WorkItem], settings: PipelineSettings) -> None:
+    store = handles.store(settings)
+    encoded = handles.extractor(settings).encode_texts(
         [i.caption for i in items], [i.caption_cot for i in items]
     )
     for item, features in zip(items, encoded, strict=True):
         store.put_bytes(item.text_features_key, features.to_bytes())
 
 
-@stage_task("features")
-def extract_features(
-    batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str
-) -> list[WorkItem]:
+def run_features(handles: Handles, batch: Batch) -> StageResult:
     """Extract the missing features of a batch, batched across items; cached ones are reused."""
-    store = runtime.store(settings)
+    settings, items = batch.settings, batch.items
+    store = handles.store(settings)
     started = time.time()
     pending = [i for i in items if i.is_pending]
     need_video, need_text = [], []
@@ -83,34 +73,32 @@ def extract_features(
         if has_text and not store.exists(item.text_features_key):
             need_text.append(item)
     if need_video:
-        _encode_videos(need_video, settings)
+        _encode_videos(handles, need_video, settings)
     text_targets = [i for i in need_text if i.is_pending]
     if text_targets:
-        _encode_texts(text_targets, settings)
+        _encode_texts(handles, text_targets, settings)
     finished = time.time()
     computed = {id(i) for i in need_video} | {id(i) for i in need_text}
-    attempts = []
+    records = LineageRecords(batch.run_id)
     for n, item in enumerate(pending):
         item_started, item_finished = batch_share(started, finished, n, len(pending))
         if item.is_pending:
             item.stage = "synthesis"
-        attempts.append(
-            attempt(
-                run_id,
-                "features",
-                item,
-                status=(
-                    "failed"
-                    if item.status == "failed"
-                    else ("succeeded" if id(item) in computed else "cached")
-                ),
-                input_hash=item.video_features_key,
-                params={"text_key": item.text_features_key, "precision": settings.precision},
-                model_version=runtime.video_extractor_version(settings),
-                started_at=item_started,
-                finished_at=item_finished,
-                error=item.error if item.status == "failed" else None,
-            )
+        records.attempt(
+            "features",
+            item,
+            status="failed" if item.status == "failed" else ("succeeded" if id(item) in computed else "cached"),
+            input_hash=item.video_features_key,
+            params={"text_key": item.text_features_key, "precision": settings.precision},
+            model_version=video_extractor_version(settings),
+            started_at=item_started,
+            finished_at=item_finished,
+            error=item.error if item.status == "failed" else None,
         )
-    runtime.lineage(settings).record_attempts(attempts)
-    return items
+    return StageResult(items, records)
+
+
+@stage_task("features")
+def extract_features(batch_id: str, batch: Batch, executor: Executor) -> StageResult:
+    """The feature stage over a batch (a model stage)."""
+    return executor.run(run_features, batch, models=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import math
 import os
 import stat
 import time
@@ -11,18 +10,16 @@ from pathlib import Path
 
 from storage import SourceRow, fetch_input, sha256_file
 from storage.sources import outside_roots
-from tasks import runtime
+from tasks.cache_keys import file_hash_memo_key
 from tasks.config import MIN_CONDITIONING_SEC, PipelineSettings
-from tasks.items import WorkItem, attempt, item_identity
+from tasks.executors import Batch, Executor
+from tasks.handles import Handles
+from tasks.items import WorkItem, item_identity
+from tasks.records import LineageRecords, StageResult
 from tasks.retry import stage_task
 from tasks.s3_access import is_s3_uri, s3_config
 from thinksound.features import VideoDecodeError, probe_video
 
-# Durations are rounded up to this grid so that similar clips share a synthesis bucket; the audio is
-# trimmed back to the exact duration before publishing.
-DURATION_GRID_SEC = 0.25
-# The model's CLIP and sync lengths are 8 and 24 tokens per whole second: below 1 s they are empty.
-MIN_GENERATION_SEC = 1.0
 OUTSIDE_ROOTS = "input_outside_roots"
 
 
@@ -66,11 +63,6 @@ def admission_error(item: WorkItem, settings: PipelineSettings) -> str | None:
     return _unreadable(item.fetch_location, shown)
 
 
-def _hash_memo_key(path: Path) -> str:
-    info = path.stat()
-    return f"file-sha256:{path.resolve()}:{info.st_size}:{info.st_mtime_ns}"
-
-
 def _segment_duration(item: WorkItem, video_duration: float, settings: PipelineSettings) -> float:
     available = video_duration - item.start_sec
     if available <= 0:
@@ -85,13 +77,6 @@ def _segment_duration(item: WorkItem, video_duration: float, settings: PipelineS
             "(16 frames at 25 fps) are needed"
         )
     return duration
-
-
-def generation_duration(duration_sec: float) -> float:
-    """The duration the generator runs at: the segment rounded up to the bucketing grid, and at least
-    1 s (shorter clips repeat their last frame, as the original does, and the audio is trimmed back)."""
-    rounded = math.ceil(duration_sec / DURATION_GRID_SEC - 1e-9) * DURATION_GRID_SEC
-    return max(rounded, MIN_GENERATION_SEC)
 
 
 def ingest_one(item: WorkItem, settings: PipelineSettings, known_hashes: dict[str, str]) -> WorkItem:
@@ -122,7 +107,7 @@ def ingest_one(item: WorkItem, settings: PipelineSettings, known_hashes: dict[st
     except VideoDecodeError as exc:
         item.fail("ingest", str(exc))
         return item
-    memo_key = _hash_memo_key(local)
+    memo_key = file_hash_memo_key(local)
     if memo_key not in known_hashes:
         known_hashes[memo_key] = sha256_file(local)
     item.content_hash = known_hashes[memo_key]
@@ -131,26 +116,31 @@ def ingest_one(item: WorkItem, settings: PipelineSettings, known_hashes: dict[st
     return item
 
 
-@stage_task("ingest")
-def ingest(batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str) -> list[WorkItem]:
-    """Ingest a batch of sources and record each outcome in lineage.
+def hash_memo_keys(items: list[WorkItem], settings: PipelineSettings) -> list[str]:
+    """The lineage cache keys of the admitted local inputs' content hashes, for the driver to look up."""
+    return [
+        file_hash_memo_key(Path(i.fetch_location))
+        for i in items
+        if i.is_pending and not is_s3_uri(i.fetch_location) and admission_error(i, settings) is None
+    ]
+
+
+def run_ingest(handles: Handles, batch: Batch) -> StageResult:
+    """Ingest a batch of sources; `batch.cached` holds the content hashes lineage already knows.
 
     Cheap checks come first (see `admission_error`): nothing outside the input roots is opened."""
-    lin = runtime.lineage(settings)
+    settings, items = batch.settings, batch.items
+    records = LineageRecords(batch.run_id)
     for item in items:
         if (reason := admission_error(item, settings)) is not None:
             item.fail("ingest", reason)
-    local = [Path(i.fetch_location) for i in items if i.is_pending and not is_s3_uri(i.fetch_location)]
-    memo_keys = [_hash_memo_key(path) for path in local]
-    known_hashes = lin.cache_get_many(memo_keys)
-    already_known = set(known_hashes)
-    attempts, item_rows = [], []
+    known_hashes = dict(batch.cached)
     for item in items:
         started = time.time()
         if item.is_pending:
             ingest_one(item, settings, known_hashes)
         if item.item_id is not None:
-            item_rows.append(
+            records.items.append(
                 dict(
                     item_id=item.item_id,
                     content_hash=item.content_hash,
@@ -159,24 +149,17 @@ def ingest(batch_id: str, items: list[WorkItem], settings: PipelineSettings, run
                     probe={"video_duration_sec": item.video_duration_sec, "codec": item.video_codec},
                 )
             )
-        attempts.append(
-            attempt(
-                run_id,
-                "ingest",
-                item,
-                status="failed" if item.status == "failed" else "succeeded",
-                input_hash=item.content_hash,
-                params={"start_sec": item.start_sec, "duration_sec": item.duration_sec},
-                started_at=started,
-                finished_at=time.time(),
-                error=item.error,
-            )
+        records.attempt(
+            "ingest",
+            item,
+            status="failed" if item.status == "failed" else "succeeded",
+            input_hash=item.content_hash,
+            params={"start_sec": item.start_sec, "duration_sec": item.duration_sec},
+            started_at=started,
+            finished_at=time.time(),
+            error=item.error,
         )
-    lin.cache_put_many([(k, "file-sha256", v) for k, v in known_hashes.items() if k not in already_known])
-    lin.upsert_items(item_rows)
-    lin.add_sources(
-        run_id,
-        [
+        records.sources.append(
             SourceRow(
                 source=item.source,
                 segment=item.segment,
@@ -189,8 +172,12 @@ def ingest(batch_id: str, items: list[WorkItem], settings: PipelineSettings, run
                 caption_cot=item.provided_cot,
                 position=item.position,
             )
-            for item in items
-        ],
-    )
-    lin.record_attempts(attempts)
-    return items
+        )
+    records.cache += [(k, "file-sha256", v) for k, v in known_hashes.items() if k not in batch.cached]
+    return StageResult(items, records)
+
+
+@stage_task("ingest")
+def ingest(batch_id: str, batch: Batch, executor: Executor) -> StageResult:
+    """Ingest a batch of sources: check, fetch, probe and hash each one (a CPU stage)."""
+    return executor.run(run_ingest, batch, models=False)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from storage import CotRecord
-from tasks import runtime
-from tasks.config import PipelineSettings
+from storage import CotRecord, Lineage
 from tasks.items import WorkItem
 
 _COT_COLUMNS = {f.name for f in dataclasses.fields(CotRecord)}
@@ -19,14 +17,14 @@ def state_row(item: WorkItem) -> dict[str, object]:
     )
 
 
-def record_states(run_id: str, items: list[WorkItem], settings: PipelineSettings) -> None:
-    runtime.lineage(settings).set_item_states(run_id, [state_row(i) for i in items])
+def record_states(lin: Lineage, run_id: str, items: list[WorkItem]) -> None:
+    lin.set_item_states(run_id, [state_row(i) for i in items])
 
 
-def record_outcomes(run_id: str, items: list[WorkItem], settings: PipelineSettings) -> None:
+def record_outcomes(lin: Lineage, run_id: str, items: list[WorkItem]) -> None:
     """Each source's state, and one CoT row per source (duplicates included), so every source shows
     the text it was dubbed with."""
-    record_states(run_id, items, settings)
+    record_states(lin, run_id, items)
     records = [
         CotRecord(
             **{
@@ -41,4 +39,4 @@ def record_outcomes(run_id: str, items: list[WorkItem], settings: PipelineSettin
         if item.cot_record is not None
     ]
     if records:
-        runtime.lineage(settings).record_cots(records)
+        lin.record_cots(records)

@@ -7,9 +7,11 @@ import time
 
 import numpy as np
 
-from tasks import runtime
 from tasks.config import PipelineSettings, QualitySettings
-from tasks.items import WorkItem, attempt
+from tasks.executors import Batch, Executor
+from tasks.handles import Handles
+from tasks.items import WorkItem
+from tasks.records import LineageRecords, StageResult
 from tasks.retry import stage_task
 from thinksound.quality import QualityThresholds, badness, failed_checks, measure
 
@@ -28,13 +30,13 @@ def thresholds(settings: QualitySettings) -> QualityThresholds:
     )
 
 
-def load_audio(key: str, settings: PipelineSettings) -> np.ndarray:
-    return np.load(io.BytesIO(runtime.store(settings).get_bytes(key)), allow_pickle=False)
+def load_audio(handles: Handles, key: str, settings: PipelineSettings) -> np.ndarray:
+    return np.load(io.BytesIO(handles.store(settings).get_bytes(key)), allow_pickle=False)
 
 
-def _assess(item: WorkItem, settings: PipelineSettings) -> None:
+def _assess(handles: Handles, item: WorkItem, settings: PipelineSettings) -> None:
     limits = thresholds(settings.quality)
-    audio = load_audio(item.raw_audio_key, settings)
+    audio = load_audio(handles, item.raw_audio_key, settings)
     # True peak and clipping are judged after loudness normalisation, at publish time; here the
     # generator's raw (peak-normalised) output is judged for what the model itself got wrong.
     metrics = measure(audio, SAMPLE_RATE, expected_duration_sec=item.duration_sec, thresholds=limits)
@@ -53,31 +55,31 @@ def _assess(item: WorkItem, settings: PipelineSettings) -> None:
     item.rejection_reasons = list(best["reasons"])
 
 
-@stage_task("quality")
-def check_quality(
-    batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str
-) -> list[WorkItem]:
+def run_quality(handles: Handles, batch: Batch) -> StageResult:
     """Measure the newest generation of each pending item and keep its best generation so far."""
-    attempts = []
-    for item in (i for i in items if i.is_pending and i.stage == "qc"):
+    settings = batch.settings
+    records = LineageRecords(batch.run_id)
+    for item in (i for i in batch.items if i.is_pending and i.stage == "qc"):
         started = time.time()
-        _assess(item, settings)
-        attempts.append(
-            attempt(
-                run_id,
-                "qc",
-                item,
-                status="rejected" if item.rejection_reasons else "succeeded",
-                input_hash=item.raw_audio_key,
-                params={**settings.quality.model_dump(), "generation": item.generation},
-                started_at=started,
-                finished_at=time.time(),
-                error="; ".join(item.rejection_reasons) or None,
-                details={"metrics": item.candidates[-1]["metrics"]},
-            )
+        _assess(handles, item, settings)
+        records.attempt(
+            "qc",
+            item,
+            status="rejected" if item.rejection_reasons else "succeeded",
+            input_hash=item.raw_audio_key,
+            params={**settings.quality.model_dump(), "generation": item.generation},
+            started_at=started,
+            finished_at=time.time(),
+            error="; ".join(item.rejection_reasons) or None,
+            details={"metrics": item.candidates[-1]["metrics"]},
         )
-    runtime.lineage(settings).record_attempts(attempts)
-    return items
+    return StageResult(batch.items, records)
+
+
+@stage_task("quality")
+def check_quality(batch_id: str, batch: Batch, executor: Executor) -> StageResult:
+    """The quality checks over a batch (with the model workers: QC models are model stages)."""
+    return executor.run(run_quality, batch, models=True)
 
 
 def needs_regeneration(item: WorkItem, settings: PipelineSettings) -> bool:

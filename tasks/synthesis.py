@@ -9,41 +9,19 @@ from collections import defaultdict
 
 import numpy as np
 
-from tasks import runtime
+from tasks.cache_keys import generation_duration, generator_version, item_seed, raw_audio_key, result_key
 from tasks.config import PipelineSettings
-from tasks.ingest import generation_duration
-from tasks.items import WorkItem, attempt, batch_share, stable_hash
+from tasks.executors import Batch, Executor
+from tasks.handles import Handles
+from tasks.items import WorkItem, batch_share
+from tasks.records import LineageRecords, StageResult
 from tasks.retry import stage_task
 from thinksound import peak_normalize, synthesize
 from thinksound.features import Features, TextFeatures, VideoFeatures
 
-# Part of every result key: bump it when the stage's output changes for the same inputs
-# (2: the audio covers the whole clip, see `covering_duration`).
-SYNTHESIS_CODE_VERSION = "2"
 
-
-def item_seed(base_seed: int, item_id: str, generation: int) -> int:
-    """Each item's noise seed depends on the item and attempt only, never on its batch neighbours."""
-    return int(stable_hash(base_seed, item_id, generation, length=8), 16)
-
-
-def result_key(item: WorkItem, settings: PipelineSettings) -> str:
-    """Identity of a published result: the video segment, its text and everything that shapes the audio."""
-    return stable_hash(
-        SYNTHESIS_CODE_VERSION,
-        item.item_id,
-        item.caption,
-        item.caption_cot,
-        runtime.generator_version(settings),
-        runtime.video_extractor_version(settings),
-        runtime.text_encoder_version(settings),
-        settings.synthesis_params(),
-        settings.quality.model_dump(),
-    )
-
-
-def _features(item: WorkItem, settings: PipelineSettings) -> Features:
-    store = runtime.store(settings)
+def _features(handles: Handles, item: WorkItem, settings: PipelineSettings) -> Features:
+    store = handles.store(settings)
     video = VideoFeatures.from_bytes(store.get_bytes(item.video_features_key))
     text = (
         TextFeatures.from_bytes(store.get_bytes(item.text_features_key)) if item.text_features_key else None
@@ -70,10 +48,10 @@ def covering_duration(sample_rate: int, hop: int, latent_len: int, duration_sec:
 
 
 def _synthesize_group(
-    items: list[WorkItem], duration_sec: float, settings: PipelineSettings
+    handles: Handles, items: list[WorkItem], duration_sec: float, settings: PipelineSettings
 ) -> list[np.ndarray]:
-    gen = runtime.generator(settings)
-    batch = Features.collate([_features(i, settings) for i in items])
+    gen = handles.generator(settings)
+    batch = Features.collate([_features(handles, i, settings) for i in items])
     for item in items:
         item.seed = item_seed(settings.seed, item.item_id, item.generation)
     config = gen.config
@@ -91,61 +69,53 @@ def _synthesize_group(
     return [a[:, : round(i.duration_sec * config.sample_rate)] for a, i in zip(audio, items, strict=True)]
 
 
-@stage_task("synthesis")
-def synthesize_batch(
-    batch_id: str, items: list[WorkItem], settings: PipelineSettings, run_id: str
-) -> list[WorkItem]:
+def run_synthesis(handles: Handles, batch: Batch) -> StageResult:
     """Generate audio for the pending items of a batch, bucketed by duration and text presence."""
-    store = runtime.store(settings)
+    settings = batch.settings
+    store = handles.store(settings)
+    records = LineageRecords(batch.run_id)
     buckets: dict[tuple[float, bool], list[WorkItem]] = defaultdict(list)
-    for item in (i for i in items if i.is_pending):
+    for item in (i for i in batch.items if i.is_pending):
         item.result_key = item.result_key or result_key(item, settings)
         buckets[(generation_duration(item.duration_sec), item.text_features_key is not None)].append(item)
-    attempts = []
     for (duration, _), group in sorted(buckets.items()):
         started = time.time()
         try:
-            clips = _synthesize_group(group, duration, settings)
+            clips = _synthesize_group(handles, group, duration, settings)
         except (ValueError, RuntimeError) as exc:
             # A model error (bad shapes, out of memory) fails this bucket's items, not the run.
             for item in group:
                 item.fail("synthesis", f"generation failed: {exc}")
-                attempts.append(
-                    attempt(
-                        run_id,
-                        "synthesis",
-                        item,
-                        status="failed",
-                        started_at=started,
-                        finished_at=time.time(),
-                        error=item.error,
-                    )
+                records.attempt(
+                    "synthesis", item, status="failed", started_at=started, finished_at=time.time(), error=item.error
                 )
             continue
         finished = time.time()
         for n, (item, clip) in enumerate(zip(group, clips, strict=True)):
             item_started, item_finished = batch_share(started, finished, n, len(group))
-            item.raw_audio_key = f"work/audio/{item.result_key}/generation{item.generation}.npy"
+            item.raw_audio_key = raw_audio_key(item)
             store.put_bytes(item.raw_audio_key, _npy_bytes(clip))
             item.stage = "qc"
-            attempts.append(
-                attempt(
-                    run_id,
-                    "synthesis",
-                    item,
-                    status="succeeded",
-                    input_hash=item.result_key,
-                    params={
-                        **settings.synthesis_params(),
-                        "item_seed": item.seed,
-                        "generation": item.generation,
-                        "bucket_duration_sec": duration,
-                        "batch_size": len(group),
-                    },
-                    model_version=runtime.generator_version(settings),
-                    started_at=item_started,
-                    finished_at=item_finished,
-                )
+            records.attempt(
+                "synthesis",
+                item,
+                status="succeeded",
+                input_hash=item.result_key,
+                params={
+                    **settings.synthesis_params(),
+                    "item_seed": item.seed,
+                    "generation": item.generation,
+                    "bucket_duration_sec": duration,
+                    "batch_size": len(group),
+                },
+                model_version=generator_version(settings),
+                started_at=item_started,
+                finished_at=item_finished,
             )
-    runtime.lineage(settings).record_attempts(attempts)
-    return items
+    return StageResult(batch.items, records)
+
+
+@stage_task("synthesis")
+def synthesize_batch(batch_id: str, batch: Batch, executor: Executor) -> StageResult:
+    """The synthesis stage over a batch (a model stage)."""
+    return executor.run(run_synthesis, batch, models=True)

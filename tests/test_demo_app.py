@@ -92,12 +92,12 @@ def test_a_video_is_dubbed_with_stage_progress_and_recorded_in_lineage(demo, cli
 
 
 def test_an_edited_cot_regenerates_with_the_models_kept_warm(demo, client, media):
-    from tasks import runtime
+    from tasks.handles import process_handles
 
     deadline = time.monotonic() + 120
     while not demo.backend.is_warm and time.monotonic() < deadline:
         time.sleep(0.2)
-    loads = (runtime._load_generator.cache_info().misses, runtime._load_extractor.cache_info().misses)
+    loads = process_handles().model_loads
 
     edited = "Gentle waves roll over pebbles; a gull calls once in the distance."
     started = time.perf_counter()
@@ -106,7 +106,7 @@ def test_an_edited_cot_regenerates_with_the_models_kept_warm(demo, client, media
     print(f"warm demo request (tiny, 2 s video, 8 steps): {latency:.2f} s")
 
     assert cot == edited and metrics["cot_backend"] == "provided"
-    assert (runtime._load_generator.cache_info().misses, runtime._load_extractor.cache_info().misses) == loads
+    assert process_handles().model_loads == loads
     import duckdb
 
     with duckdb.connect(str(demo.workdir / "lineage.duckdb"), read_only=True) as con:

@@ -22,7 +22,7 @@ CRAFTED = "clip `[x](http://evil.example)` **bold** <b>|.mp4"
 
 
 def _succeeded(store, source: str) -> WorkItem:
-    from tasks.publish import output_keys
+    from tasks.cache_keys import output_keys
 
     item = WorkItem(source=source, position=0, item_id="i1", result_key="ab" + "0" * 30, video_codec="h264")
     item.status, item.stage = "succeeded", "publish"
