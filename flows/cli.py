@@ -26,7 +26,7 @@ from flows.cli_lineage import lineage, status
 from flows.embedded_api import embedded_prefect_api
 from flows.shutdown import Interrupted, stop_on_signals
 from flows.weights_cli import app as weights_app
-from flows.weights_cli import preflight_or_exit
+from flows.weights_cli import exit_missing, preflight_or_exit
 
 # Locals stay out of tracebacks: they would print S3 credentials.
 app = typer.Typer(
@@ -148,11 +148,14 @@ def _print_outcome(result: dict) -> None:
             )
 
 
-def _finish(state) -> None:
-    """Print the run's outcome; exit 1 when the flow run ended Failed."""
+def _finish(state, workdir: Path) -> None:
+    """Print the run's outcome; exit 1 when the flow run ended Failed, 2 when its models are missing."""
     from flows.dub import RunFailed
+    from tasks.preflight import WeightsMissing
 
     result = state.result(raise_on_failure=False)
+    if isinstance(result, WeightsMissing):
+        exit_missing(result, workdir)
     if isinstance(result, BaseException) and not isinstance(result, RunFailed):
         raise result  # the run itself failed (store down, disk full...): see `fatal_errors`
     failed = isinstance(result, RunFailed)
@@ -246,7 +249,7 @@ def run(
                 input=input, settings=settings, run_id=new_run_id(), fail_on_errors=fail_on_errors,
                 return_state=True,
             )
-    _finish(state)
+    _finish(state, workdir)
 
 
 @app.command()
@@ -297,7 +300,7 @@ def reprocess(
                 error_contains=error, include_rejected=include_rejected, run_id=new_run_id(),
                 fail_on_errors=fail_on_errors, return_state=True,
             )
-    _finish(state)
+    _finish(state, workdir)
 
 
 app.command()(status)

@@ -100,8 +100,10 @@ class _WithoutTraceback(logging.Formatter):
 def console_logs_without_tracebacks() -> None:
     """Prefect's terminal log lines stay one line each; the tracebacks still reach the Prefect API (the
     UI shows them) and, for an error that stops the command, the log file of `fatal_errors`."""
+    from prefect.logging.configuration import ensure_logging_setup
     from prefect.logging.handlers import PrefectConsoleHandler
 
+    ensure_logging_setup()  # Prefect adds its console handler lazily: set it up now, or there is none to wrap
     for handler in logging.getLogger().handlers:
         if isinstance(handler, PrefectConsoleHandler) and not isinstance(handler.formatter, _WithoutTraceback):
             handler.setFormatter(_WithoutTraceback(handler.formatter or logging.Formatter()))

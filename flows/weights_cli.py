@@ -111,10 +111,15 @@ def preflight_or_exit(settings, workdir: Path):
     try:
         return require(settings, offline=hub_offline())
     except WeightsMissing as exc:
-        log = workdir / "logs" / "preflight.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text("\n".join([*exc.lines, "", *exc.detail]) + "\n")
-        for line in exc.lines:
-            console.print(line, markup=False, highlight=False, soft_wrap=True)
-        console.print(f"details: {log}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        exit_missing(exc, workdir)
+
+
+def exit_missing(exc, workdir: Path):
+    """Say what a preflight (the CLI's or a flow run's) found missing, keep the detail, exit 2."""
+    log = workdir / "logs" / "preflight.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("\n".join([*exc.lines, "", *exc.detail]) + "\n")
+    for line in exc.lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"details: {log}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(2) from None

@@ -76,10 +76,34 @@ def test_partly_present_names_only_what_is_missing(tmp_path, videos):
     assert not (work / "lineage.duckdb").exists()
 
 
-@pytest.mark.parametrize("command", [["reprocess"], ["demo", "--port", "1"]], ids=["reprocess", "demo"])
-def test_reprocess_and_demo_check_first(tmp_path, command):
-    done, _ = _thinksound([*command, "--preset", "thinksound", "--workdir", str(tmp_path / "W")], tmp_path / "hub")
+def test_demo_checks_first(tmp_path):
+    args = ["demo", "--port", "1", "--preset", "thinksound", "--workdir", str(tmp_path / "W")]
+    done, _ = _thinksound(args, tmp_path / "hub")
     assert done.returncode == 2 and "thinksound weights fetch" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_reprocess_of_a_thinksound_run_checks_its_models_first(tmp_path, videos):
+    from storage import Lineage
+
+    work = tmp_path / "W"
+    source = str((videos / "a.mp4").resolve())
+    settings = PipelineSettings(workdir=str(work), preset="thinksound")
+    with Lineage.open(work / "lineage.duckdb") as lin:
+        lin.start_run("run-before", input=str(videos), params=settings.model_dump(mode="json"))
+        lin.add_source("run-before", source, item_id=None, position=0)
+        lin.set_item_state("run-before", source, status="failed", stage="features", error="OSError: hub unreachable")
+        lin.finish_run("run-before", "completed")
+
+    done, seconds = _thinksound(["reprocess", "--workdir", str(work)], tmp_path / "hub")
+
+    assert done.returncode == 2, done.stderr
+    assert "thinksound weights fetch" in done.stderr and "google/t5-v1_1-xl" in done.stderr
+    assert "Traceback" not in done.stderr and seconds < 60
+    with Lineage.open(work / "lineage.duckdb", read_only=True) as lin:
+        runs = lin.execute("SELECT run_id, status FROM runs")
+        states = lin.execute("SELECT run_id, status FROM item_state")
+    assert runs == [{"run_id": "run-before", "status": "completed"}], "the reprocess recorded no run"
+    assert [s["run_id"] for s in states] == ["run-before"]
 
 
 def test_found_models_are_pinned_as_local_paths(tmp_path, monkeypatch):
