@@ -14,10 +14,6 @@ case "${1:-}" in
         ;;
     ray-worker)
         shift
-        if ! command -v ray >/dev/null 2>&1; then
-            echo "ray-worker: Ray is not installed in this image yet (the Ray executor is issue 9)" >&2
-            exit 3
-        fi
         : "${RAY_ADDRESS:?set RAY_ADDRESS to the Ray head, e.g. ray-head:6379}"
         exec ray start --address "${RAY_ADDRESS}" --block "$@"
         ;;

@@ -145,7 +145,8 @@ smoke() {
     expected="$(find "$work/samples" -type f | wc -l)"
     in_image env HF_HUB_OFFLINE=1 thinksound run /work/samples --preset tiny --workdir /work/out --batch-size 4
     in_image thinksound weights verify --help >/dev/null
-    if in_image ray-worker 2>/dev/null; then say "ray-worker ran without Ray installed"; exit 1; fi
+    in_image ray --version
+    if in_image ray-worker 2>/dev/null; then say "ray-worker started without RAY_ADDRESS"; exit 1; fi
 
     uid="$(stat -c %u "$work/out/lineage.duckdb")"
     [ "$uid" = "$worker_uid" ] || { say "the run wrote as uid $uid, not the image's user $worker_uid"; exit 1; }
