@@ -98,7 +98,8 @@ def test_reprocess_of_a_thinksound_run_checks_its_models_first(tmp_path, videos)
 
     assert done.returncode == 2, done.stderr
     assert "thinksound weights fetch" in done.stderr and "google/t5-v1_1-xl" in done.stderr
-    assert "Traceback" not in done.stderr and seconds < 60
+    # Slower than `run`'s check: the failed run's settings are read in the flow, after Prefect starts.
+    assert "Traceback" not in done.stderr and seconds < 180
     with Lineage.open(work / "lineage.duckdb", read_only=True) as lin:
         runs = lin.execute("SELECT run_id, status FROM runs")
         states = lin.execute("SELECT run_id, status FROM item_state")
