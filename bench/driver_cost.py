@@ -53,7 +53,7 @@ def _model_stage(stage: str, next_stage: str):
             if stage == "synthesis":
                 item.result_key = item.result_key or result_key(item, batch.settings)
                 item.seed = 1
-                item.raw_audio_key = raw_audio_key(item)
+                item.raw_audio_key = raw_audio_key(item, 0)
             if stage == "qc":
                 item.metrics = {name: -1.0 for name in METRICS}
             item.stage = next_stage

@@ -90,9 +90,11 @@ def _given(cot: dict | None = None, quality: dict | None = None, **options) -> d
 @contextlib.contextmanager
 def _invalid_settings():
     """Settings are checked before Prefect or the models load: a bad option costs no start-up time."""
+    from tasks.score_filter import ScoreFilterError
+
     try:
         yield
-    except ValidationError as exc:
+    except (ValidationError, ScoreFilterError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
 
@@ -173,6 +175,7 @@ MaxRegenerations = Annotated[int | None, typer.Option(help="Retries with new see
 CotUrl = Annotated[str | None, typer.Option(help="vLLM OpenAI-compatible URL, e.g. http://host:8000/v1.")]
 CotModel = Annotated[str | None, typer.Option(help="Model name served by vLLM.")]
 CotPrompt = Annotated[str | None, typer.Option(help="Prompt template version.")]
+BestOf = Annotated[int | None, typer.Option(help="Candidates per item, drawn in one batch; QC keeps the best.")]
 FailOnErrors = Annotated[
     bool, typer.Option(help="End the flow run Failed (exit 1) when any item failed or was rejected.")
 ]
@@ -194,6 +197,7 @@ def run(
     max_duration: MaxDuration = None,
     loudness_target: LoudnessTarget = None,
     max_regenerations: MaxRegenerations = None,
+    best_of: BestOf = None,
     cot_url: CotUrl = None,
     cot_model: CotModel = None,
     cot_prompt: CotPrompt = None,
@@ -233,7 +237,8 @@ def run(
                 ray_cpus=ray_cpus,
                 cot={"url": cot_url, "model": cot_model, "prompt_version": cot_prompt,
                      "start_server": start_cot_server},
-                quality={"loudness_target_lufs": loudness_target, "max_regenerations": max_regenerations},
+                quality={"loudness_target_lufs": loudness_target, "max_regenerations": max_regenerations,
+                         "best_of": best_of},
             ),
         )
     settings = preflight_or_exit(settings, workdir)
@@ -258,6 +263,10 @@ def reprocess(
     from_run: Annotated[str | None, typer.Option(help="Only sources of this run.")] = None,
     stage: Annotated[str | None, typer.Option(help="Only items that failed at this stage.")] = None,
     error: Annotated[str | None, typer.Option(help="Only items whose error contains this text.")] = None,
+    where: Annotated[
+        str | None,
+        typer.Option(help='Regenerate items whose latest scores match, e.g. "desync_sec > 0.4" (with --stage qc).'),
+    ] = None,
     include_rejected: bool = True,
     preset: Annotated[str | None, typer.Option(help="Override the failed run's preset.")] = None,
     weights: Weights = None,
@@ -271,6 +280,7 @@ def reprocess(
     max_duration: MaxDuration = None,
     loudness_target: LoudnessTarget = None,
     max_regenerations: MaxRegenerations = None,
+    best_of: BestOf = None,
     cot_url: CotUrl = None,
     cot_model: CotModel = None,
     cot_prompt: CotPrompt = None,
@@ -284,9 +294,14 @@ def reprocess(
             preset=preset, weights=weights, store=store, device=device, precision=precision,
             batch_size=batch_size, steps=steps, cfg_scale=cfg_scale, seed=seed, max_duration_sec=max_duration,
             cot={"url": cot_url, "model": cot_model, "prompt_version": cot_prompt},
-            quality={"loudness_target_lufs": loudness_target, "max_regenerations": max_regenerations},
+            quality={"loudness_target_lufs": loudness_target, "max_regenerations": max_regenerations,
+                         "best_of": best_of},
         )
         _settings(workdir, overrides)  # invalid values are refused before anything starts
+        if where is not None:
+            from tasks.score_filter import check_where
+
+            check_where(where, stage)
     # Each group of items is checked for its models where it runs, with its failed run's settings.
     with embedded_prefect_api() as api, _run_errors():
         from flows.dub import new_run_id
@@ -298,7 +313,7 @@ def reprocess(
             state = reprocess_failed(
                 workdir=str(workdir.resolve()), overrides=overrides, from_run=from_run, stage=stage,
                 error_contains=error, include_rejected=include_rejected, run_id=new_run_id(),
-                fail_on_errors=fail_on_errors, return_state=True,
+                fail_on_errors=fail_on_errors, where=where, return_state=True,
             )
     _finish(state, workdir)
 
@@ -320,6 +335,7 @@ def demo(
     cot_model: Annotated[str | None, typer.Option(help="Model name served by vLLM.")] = None,
     max_duration_sec: Annotated[float, typer.Option(help="Longest video accepted, in seconds.", min=1.0)] = 30.0,
     max_upload_mb: Annotated[float, typer.Option(help="Largest upload accepted, in MB.", min=0.01)] = 200.0,
+    best_of: Annotated[int, typer.Option(help="Candidates per video; the page shows each one's scores.")] = 1,
 ) -> None:
     """Start the web demo on 127.0.0.1:PORT: one video in, a dubbed video out. Public only with --share."""
     _prepare_environment(workdir)
@@ -330,7 +346,7 @@ def demo(
         settings = _settings(
             workdir,
             _given(preset=preset, weights=weights, device=device, precision=precision,
-                   cot={"url": cot_url, "model": cot_model}),
+                   cot={"url": cot_url, "model": cot_model}, quality={"best_of": best_of}),
         )
     settings = preflight_or_exit(settings, workdir)
     with embedded_prefect_api() as api:

@@ -195,6 +195,8 @@ class DemoBackend:
             "run_id": result["run_id"],
             "cot_backend": item.get("cot_backend"),
             "reused_earlier_result": item.get("cached"),
+            "scores": {k: round(v, 4) if isinstance(v, float) else v for k, v in (item.get("scores") or {}).items()},
+            "candidates": item.get("candidates") or [],
             **_grouped_metrics(measured),
         }
         return DemoOutcome(
@@ -230,6 +232,31 @@ class DemoBackend:
             head,
             f"CoT source: `{item.get('cot_backend') or 'none'}` · item `{item.get('item_id')}` · run `{run_id}`",
         ]
+        lines += listening_lines(item)
         if self.is_tiny:
             lines.append(f"⚠️ **Preset `tiny`: {TINY_NOTICE}.**")
         return "\n\n".join(lines)
+
+
+def _num(value: object, spec: str) -> str:
+    return format(value, spec) if isinstance(value, (int, float)) else "n/a"
+
+
+def listening_lines(item: dict[str, object]) -> list[str]:
+    """The winner's listening scores and which of the candidates won, as Markdown lines."""
+    scores = item.get("scores") or {}
+    if not scores:
+        return []
+    lines = [
+        f"Listening checks: DeSync {_num(scores.get('desync_sec'), '.2f')} s · CLAP {_num(scores.get('clap'), '.3f')}"
+        f" · P(speech) {_num(scores.get('speech'), '.2f')} · P(music) {_num(scores.get('music'), '.2f')}"
+    ]
+    candidates = item.get("candidates") or []
+    if len(candidates) > 1:
+        parts = []
+        for n, c in enumerate(candidates, start=1):
+            cs = c.get("scores") or {}
+            text = f"#{n} seed {c.get('seed')}: DeSync {_num(cs.get('desync_sec'), '.2f')} s, CLAP {_num(cs.get('clap'), '.3f')}"
+            parts.append(f"**{text} (won)**" if c.get("seed") == item.get("seed") else text)
+        lines.append(f"Best of {len(candidates)}: " + "; ".join(parts))
+    return lines

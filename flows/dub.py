@@ -22,6 +22,7 @@ from tasks import preflight
 from tasks.config import PipelineSettings, merge_settings
 from tasks.handles import RANDOM_WEIGHTS_WARNING, quiet_progress_bars
 from tasks.items import WorkItem, jsonable
+from tasks.quality import candidate_summary
 from tasks.run_lineage import close_lineage, open_lineage
 from tasks.scratch import own_scratch
 from tasks.sources import default_roots, list_sources, video_item
@@ -183,7 +184,8 @@ def run_sources(
              "audio_uri": i.audio_uri,
              "video_uri": i.video_uri, "metrics_uri": i.metrics_uri, "item_id": i.item_id, "stage": i.stage,
              "caption": i.caption, "caption_cot": i.caption_cot, "cot_backend": i.cot_backend,
-             "cached": i.cached, "metrics": jsonable(i.metrics)}
+             "cached": i.cached, "metrics": jsonable(i.metrics), "scores": jsonable(i.scores), "seed": i.seed,
+             "candidates": jsonable([candidate_summary(c) for c in i.candidates if "reasons" in c])}
             for i in done
         ],
     }

@@ -16,6 +16,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from flows.report_scores import score_sections
 from storage import ArtifactStore
 from tasks.cache_keys import output_keys
 from tasks.config import PipelineSettings
@@ -99,6 +100,7 @@ def report_markdown(
                 f"- **{item.status}** at {escape_markdown(item.stage)}: {escape_markdown(item.source)}  \n"
                 f"  {escape_markdown(item.error or 'no reason recorded')}"
             )
+    lines += score_sections(items)
     return "\n".join(lines) + "\n"
 
 

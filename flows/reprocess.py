@@ -22,6 +22,7 @@ from flows.dub import (
 from tasks.config import PipelineSettings, merge_settings
 from tasks.items import WorkItem
 from tasks.run_lineage import close_lineage, open_lineage
+from tasks.score_filter import ScoreFilter, check_where, select_scored
 from tasks.sources import MANIFEST_SUFFIXES, ROW_ERROR_PREFIX, resolve_location
 
 # The key under which a reprocessing run records what it reran and what it changed, in runs.params.
@@ -117,9 +118,45 @@ def select_failed(
     ]
 
 
-def describe_filter(from_run: str | None, stage: str | None, error_contains: str | None) -> str:
+def select_by_scores(
+    workdir: str, where: ScoreFilter, *, from_run: str | None = None
+) -> list[tuple[str, WorkItem]]:
+    """Published or rejected sources whose latest listening scores match ``where``, each with the run
+    whose outcome it is.
+
+    They restart at a generation none of their earlier draws used, so they get new seeds (and a new
+    result key) and go through synthesis and the qc stage again.
+    """
+    lin = _lineage(workdir)
+    rows = select_scored(lin, where, run_id=from_run)
+    inputs = {r["run_id"]: r["input"] for r in lin.execute("SELECT run_id, input FROM runs")}
+    used = _used_generations(workdir, [r["item_id"] for r in rows if r.get("item_id")])
+    return [
+        (
+            row["run_id"],
+            WorkItem(
+                source=row["source"],
+                source_display=row.get("source_display"),
+                segment=row.get("segment") or "",
+                location=_location(row["source"], inputs.get(row["run_id"])),
+                position=n,
+                manifest_id=row.get("manifest_id"),
+                provided_caption=row.get("caption"),
+                provided_cot=row.get("caption_cot"),
+                start_sec=row.get("start_sec") or 0.0,
+                requested_duration_sec=row.get("requested_duration_sec"),
+                generation=used.get(row["item_id"], -1) + 1,
+            ),
+        )
+        for n, row in enumerate(rows)
+    ]
+
+
+def describe_filter(
+    from_run: str | None, stage: str | None, error_contains: str | None, where: str | None = None
+) -> str:
     parts = [f"from_run={from_run}" if from_run else "", f"stage={stage}" if stage else "",
-             f"error~{error_contains!r}" if error_contains else ""]
+             f"error~{error_contains!r}" if error_contains else "", f"where {where!r}" if where else ""]
     return "reprocess(" + ", ".join(p for p in parts if p) + ")"
 
 
@@ -129,7 +166,9 @@ def _reprocess_run_name() -> str:
     params = flow_run.parameters
     return run_name(
         params.get("run_id"),
-        describe_filter(params.get("from_run"), params.get("stage"), params.get("error_contains")),
+        describe_filter(
+            params.get("from_run"), params.get("stage"), params.get("error_contains"), params.get("where")
+        ),
     )
 
 
@@ -143,18 +182,24 @@ def reprocess_failed(
     include_rejected: bool = True,
     run_id: str | None = None,
     fail_on_errors: bool = False,
+    where: str | None = None,
 ) -> State:
     """Rerun failed/rejected sources with the settings of the run that failed each one, plus `overrides`
-    (partial settings, merged field by field, recorded in the new run's params).
+    (partial settings, merged field by field, recorded in the new run's params). With ``where`` (stage
+    qc), rerun instead the published or rejected sources whose latest listening scores match it: they
+    draw new candidates from synthesis on.
 
     Finished stages are content-addressed, so each item effectively restarts at the stage that failed:
     its cached CoT and features are reused. The run ends as `dub_dataset` does (see `final_state`).
     """
     workdir = str(Path(workdir).expanduser().resolve())
-    selected = select_failed(
-        workdir, from_run=from_run, stage=stage, error_contains=error_contains, include_rejected=include_rejected
-    )
-    label = describe_filter(from_run, stage, error_contains)
+    if where is not None:
+        selected = select_by_scores(workdir, check_where(where, stage), from_run=from_run)
+    else:
+        selected = select_failed(
+            workdir, from_run=from_run, stage=stage, error_contains=error_contains, include_rejected=include_rejected
+        )
+    label = describe_filter(from_run, stage, error_contains, where)
     if not selected:
         get_run_logger().info("nothing to reprocess")
         close_lineage(PipelineSettings(workdir=workdir))

@@ -15,6 +15,8 @@ from thinksound.features.version import FEATURES_CODE_VERSION, TINY_T5_TOKENIZER
 from thinksound.media import DUBBED_CONTAINER
 
 PIPELINE_CODE_VERSION = "1"
+# Bump when anything that changes a listening score changes (front ends, windows, QC model code).
+QC_CODE_VERSION = "1"
 # Part of every result key: bump it when synthesis output changes for the same inputs
 # (2: the audio covers the whole clip, see `tasks.synthesis.covering_duration`).
 SYNTHESIS_CODE_VERSION = "2"
@@ -67,6 +69,15 @@ def text_encoder_version(settings: PipelineSettings) -> str:
     return f"{settings.clip_model}|{settings.t5_model}/{_features_code(settings)}"
 
 
+def listening_version(settings: PipelineSettings) -> str:
+    """Cache identity of the QC models (DeSync, CLAP, tagger): weights, QC code version and precision."""
+    code = f"code{PIPELINE_CODE_VERSION}.qc{QC_CODE_VERSION}/{settings.precision}"
+    if settings.preset == "tiny":
+        return f"tiny-qc/random-seed0/{code}"
+    sync = _weights_identity(settings.synchformer_weights)
+    return f"synchformer:{sync}|{settings.clap_model}|{settings.tagger_model}/{code}"
+
+
 def video_features_key(item: WorkItem, settings: PipelineSettings) -> str:
     digest = stable_hash(
         item.content_hash,
@@ -92,18 +103,25 @@ def result_key(item: WorkItem, settings: PipelineSettings) -> str:
         generator_version(settings),
         video_extractor_version(settings),
         text_encoder_version(settings),
+        listening_version(settings) if settings.quality.listen else None,
         settings.synthesis_params(),
         settings.quality.model_dump(),
+        # A reprocessed item starts at a later generation: new seeds, so a new result.
+        item.generation,
     )
 
 
-def raw_audio_key(item: WorkItem) -> str:
-    return f"work/audio/{item.result_key}/generation{item.generation}.npy"
+def raw_audio_key(item: WorkItem, candidate: int) -> str:
+    return f"work/audio/{item.result_key}/generation{item.generation}-candidate{candidate}.npy"
 
 
-def item_seed(base_seed: int, item_id: str, generation: int) -> int:
-    """Each item's noise seed depends on the item and attempt only, never on its batch neighbours."""
-    return int(stable_hash(base_seed, item_id, generation, length=8), 16)
+def item_seed(base_seed: int, item_id: str, generation: int, candidate: int = 0) -> int:
+    """Each item's noise seed depends on the item, attempt and candidate only, never on its batch neighbours.
+
+    The first candidate keeps the seed a single draw always had, so best-of-1 is unchanged.
+    """
+    parts = (base_seed, item_id, generation) if candidate == 0 else (base_seed, item_id, generation, candidate)
+    return int(stable_hash(*parts, length=8), 16)
 
 
 def output_keys(item: WorkItem) -> dict[str, str]:

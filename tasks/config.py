@@ -33,6 +33,22 @@ class QualitySettings(BaseModel):
     max_true_peak_dbtp: float = -1.0
     loudness_target_lufs: float = -23.0
     max_regenerations: int = Field(0, ge=0, le=10)
+    # Listening checks (thinksound.qc): candidates drawn per item and per generation, then the gates.
+    best_of: int = Field(1, ge=1, le=16)
+    listen: bool = True
+    max_speech_prob: float = Field(0.5, ge=0, le=1)
+    max_music_prob: float = Field(0.5, ge=0, le=1)
+    max_desync_sec: float | None = Field(None, ge=0)
+    min_clap: float | None = Field(None, ge=-1, le=1)
+    # Word stems in the caption or CoT that ask for a class and so lift its unwanted-sound gate.
+    speech_words: tuple[str, ...] = (
+        "talk", "speech", "speak", "spoke", "voice", "vocal", "say", "said", "conversation", "dialog",
+        "narrat", "whisper", "shout", "yell", "chant", "sing", "sang", "rap", "announc", "laugh",
+    )
+    music_words: tuple[str, ...] = (
+        "music", "song", "sing", "sang", "melod", "instrument", "guitar", "piano", "violin", "drum", "band",
+        "orchestra", "tune", "hum", "choir", "concert", "rap", "beat",
+    )
 
 
 class CotSettings(BaseModel):
@@ -89,6 +105,8 @@ class PipelineSettings(BaseModel):
     clip_model: str = "facebook/metaclip-h14-fullcc2.5b"
     t5_model: str = "google/t5-v1_1-xl"
     synchformer_weights: str | None = None
+    clap_model: str = "laion/larger_clap_general"
+    tagger_model: str = "MIT/ast-finetuned-audioset-10-10-0.4593"
     device: str = "cpu"
     precision: Precision = "fp32"
     steps: int = Field(24, ge=1, le=1000)

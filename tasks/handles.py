@@ -32,6 +32,7 @@ class Handles:
         self._stores: dict[str, ArtifactStore] = {}
         self._generators: dict[tuple, object] = {}
         self._extractors: dict[tuple, object] = {}
+        self._listening: dict[tuple, object] = {}
         self.model_loads = 0
 
     def store(self, settings: PipelineSettings) -> ArtifactStore:
@@ -60,6 +61,19 @@ class Handles:
                 self._extractors[key] = _load_extractor(*key)
                 self.model_loads += 1
             return self._extractors[key]
+
+
+    def listening(self, settings: PipelineSettings):
+        """The warm QC models (DeSync, CLAP, tagger) for these settings (loaded on first use here)."""
+        from tasks.listening import load_models
+
+        key = (settings.preset, settings.synchformer_weights, settings.clap_model, settings.tagger_model,
+               settings.device, settings.precision)
+        with self._lock:
+            if key not in self._listening:
+                self._listening[key] = load_models(*key)
+                self.model_loads += 1
+            return self._listening[key]
 
 
 def _load_generator(preset: str, weights: str | None, device: str):

@@ -67,6 +67,8 @@ class WorkItem:
     error: str | None = None
     cached: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
+    # The winning candidate's listening scores (desync_sec, clap, speech, music).
+    scores: dict[str, float] = field(default_factory=dict)
     rejection_reasons: list[str] = field(default_factory=list)
     audio_uri: str | None = None
     video_uri: str | None = None
@@ -123,6 +125,8 @@ _OUTCOME_FIELDS = (
     "error",
     "cached",
     "metrics",
+    "scores",
+    "candidates",
     "rejection_reasons",
     "audio_uri",
     "video_uri",

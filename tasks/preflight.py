@@ -153,6 +153,9 @@ def check(
         "clip_model": checker.encoder("MetaCLIP-H/14", "metaclip", settings.clip_model),
         "t5_model": checker.encoder("T5-v1.1-XL", "t5", settings.t5_model),
     }
+    if settings.quality.listen:
+        found["clap_model"] = checker.encoder("CLAP", "clap", settings.clap_model)
+        found["tagger_model"] = checker.encoder("AST AudioSet tagger", "ast_tagger", settings.tagger_model)
     result.settings = settings.model_copy(update={k: v for k, v in found.items() if v is not None})
     result.detail.extend(f"resolved {k} = {v}" for k, v in found.items() if v is not None)
     return result

@@ -8,12 +8,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from tasks.cache_keys import generator_version, output_keys, published_marker
+from tasks.cache_keys import generator_version, listening_version, output_keys, published_marker
 from tasks.config import PipelineSettings
 from tasks.executors import Batch, Executor
 from tasks.handles import Handles
 from tasks.items import WorkItem, jsonable
-from tasks.quality import SAMPLE_RATE, load_audio, thresholds
+from tasks.quality import SAMPLE_RATE, candidate_summary, load_audio, thresholds
 from tasks.records import LineageRecords, StageResult, attach_partial
 from tasks.retry import stage_task
 from tasks.scratch import own_scratch
@@ -77,6 +77,10 @@ def _publish_one(handles: Handles, item: WorkItem, settings: PipelineSettings, s
         "video": video_record(item.video_codec),
         "qc_raw": item.metrics,
         "final": final,
+        "scores": item.scores,
+        "best_of": settings.quality.best_of,
+        "candidates": [candidate_summary(c) for c in item.candidates],
+        "qc_models": listening_version(settings) if settings.quality.listen else None,
         "params": settings.synthesis_params(),
         "generator": generator_version(settings),
         "note": RANDOM_MODEL_NOTE if settings.preset == "tiny" else None,

@@ -1,4 +1,4 @@
-"""Synthesis stage: flow-matching generation in duration buckets, one seed per item."""
+"""Synthesis stage: flow-matching generation in duration buckets, ``best_of`` seeds per item in one batch."""
 
 from __future__ import annotations
 
@@ -49,24 +49,32 @@ def covering_duration(sample_rate: int, hop: int, latent_len: int, duration_sec:
 
 def _synthesize_group(
     handles: Handles, items: list[WorkItem], duration_sec: float, settings: PipelineSettings
-) -> list[np.ndarray]:
+) -> list[list[tuple[int, np.ndarray]]]:
+    """Per item, its ``best_of`` candidates as (seed, audio), all generated in one batch."""
     gen = handles.generator(settings)
-    batch = Features.collate([_features(handles, i, settings) for i in items])
-    for item in items:
-        item.seed = item_seed(settings.seed, item.item_id, item.generation)
+    draws = settings.quality.best_of
+    features = [_features(handles, i, settings) for i in items]
+    batch = Features.collate([f for f in features for _ in range(draws)])
+    seeds = [item_seed(settings.seed, i.item_id, i.generation, k) for i in items for k in range(draws)]
     config = gen.config
     latent_len, _, _ = config.seq_lengths(duration_sec)
     audio = synthesize(
         gen,
         batch,
         duration_sec=covering_duration(config.sample_rate, config.downsampling_ratio, latent_len, duration_sec),
-        seeds=[i.seed for i in items],
+        seeds=seeds,
         steps=settings.steps,
         cfg_scale=settings.cfg_scale,
         precision=settings.precision,
     )
     audio = peak_normalize(audio).float().cpu().numpy()
-    return [a[:, : round(i.duration_sec * config.sample_rate)] for a, i in zip(audio, items, strict=True)]
+    return [
+        [
+            (seeds[n * draws + k], audio[n * draws + k][:, : round(item.duration_sec * config.sample_rate)])
+            for k in range(draws)
+        ]
+        for n, item in enumerate(items)
+    ]
 
 
 def run_synthesis(handles: Handles, batch: Batch) -> StageResult:
@@ -91,10 +99,14 @@ def run_synthesis(handles: Handles, batch: Batch) -> StageResult:
                 )
             continue
         finished = time.time()
-        for n, (item, clip) in enumerate(zip(group, clips, strict=True)):
+        for n, (item, drawn) in enumerate(zip(group, clips, strict=True)):
             item_started, item_finished = batch_share(started, finished, n, len(group))
-            item.raw_audio_key = raw_audio_key(item)
-            store.put_bytes(item.raw_audio_key, _npy_bytes(clip))
+            for k, (seed, clip) in enumerate(drawn):
+                key = raw_audio_key(item, k)
+                store.put_bytes(key, _npy_bytes(clip))
+                item.candidates.append({"generation": item.generation, "candidate": k, "seed": seed, "raw_audio_key": key})
+            # Until QC picks a winner, the item points at its first candidate.
+            item.seed, item.raw_audio_key = drawn[0][0], item.candidates[-len(drawn)]["raw_audio_key"]
             item.stage = "qc"
             records.attempt(
                 "synthesis",
@@ -104,6 +116,7 @@ def run_synthesis(handles: Handles, batch: Batch) -> StageResult:
                 params={
                     **settings.synthesis_params(),
                     "item_seed": item.seed,
+                    "candidate_seeds": [seed for seed, _ in drawn],
                     "generation": item.generation,
                     "bucket_duration_sec": duration,
                     "batch_size": len(group),

@@ -57,7 +57,8 @@ def test_run_with_no_weights_exits_2_naming_each_model(tmp_path, videos):
     assert done.returncode == 2, done.stderr
     assert seconds < 60 and len(lines) <= 20, lines
     text = "\n".join(lines)
-    for repo in ("liuhuadai/ThinkSound", "facebook/metaclip-h14-fullcc2.5b", "google/t5-v1_1-xl"):
+    for repo in ("liuhuadai/ThinkSound", "facebook/metaclip-h14-fullcc2.5b", "google/t5-v1_1-xl",
+                 "laion/larger_clap_general", "MIT/ast-finetuned-audioset-10-10-0.4593"):
         assert repo in text
     assert "thinksound weights fetch" in text and "HF_HUB_OFFLINE" in text and "Traceback" not in text
     assert not (work / "lineage.duckdb").exists(), "no run may be recorded"
@@ -67,7 +68,7 @@ def test_run_with_no_weights_exits_2_naming_each_model(tmp_path, videos):
 
 def test_partly_present_names_only_what_is_missing(tmp_path, videos):
     cache = tmp_path / "hub"
-    _cache_models(cache, ["thinksound", "metaclip"])
+    _cache_models(cache, ["thinksound", "metaclip", "clap", "ast_tagger"])
     work = tmp_path / "W"
     done, _ = _thinksound(["run", str(videos), "--preset", "thinksound", "--workdir", str(work)], cache)
     assert done.returncode == 2
@@ -109,7 +110,7 @@ def test_reprocess_of_a_thinksound_run_checks_its_models_first(tmp_path, videos)
 
 def test_found_models_are_pinned_as_local_paths(tmp_path, monkeypatch):
     cache = tmp_path / "hub"
-    _cache_models(cache, ["thinksound", "metaclip", "t5"])
+    _cache_models(cache, ["thinksound", "metaclip", "t5", "clap", "ast_tagger"])
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
@@ -120,6 +121,8 @@ def test_found_models_are_pinned_as_local_paths(tmp_path, monkeypatch):
     assert pinned.synchformer_weights.endswith(f"{snapshot}/synchformer_state_dict.pth")
     assert pinned.clip_model.endswith(f"models--facebook--metaclip-h14-fullcc2.5b/{snapshot}")
     assert pinned.t5_model.endswith(f"models--google--t5-v1_1-xl/{snapshot}")
+    assert pinned.clap_model.endswith(f"models--laion--larger_clap_general/{snapshot}")
+    assert pinned.tagger_model.endswith(f"models--MIT--ast-finetuned-audioset-10-10-0.4593/{snapshot}")
     assert require(pinned, offline=True) == pinned, "a second check (a worker's) keeps the local paths"
     assert require(PipelineSettings(workdir=str(tmp_path)), offline=True).preset == "tiny"
 
@@ -136,7 +139,7 @@ def test_online_asks_the_hub_and_says_when_it_cannot(tmp_path, monkeypatch):
         return set(names)
 
     reachable = check(settings, offline=False, hub=hub_has_all)
-    assert not reachable.missing and len(reachable.notes) == 4 and "google/t5-v1_1-xl" in asked
+    assert not reachable.missing and len(reachable.notes) == 6 and "google/t5-v1_1-xl" in asked
     assert reachable.settings == settings, "nothing local to pin: the run downloads"
 
     def unreachable(repo, names, revision):
@@ -146,6 +149,6 @@ def test_online_asks_the_hub_and_says_when_it_cannot(tmp_path, monkeypatch):
         require(settings.model_copy(update={"weights": str(tmp_path)}), offline=True)
     assert any("thinksound_light.ckpt, vae.ckpt (no such file)" in line for line in err.value.lines)
     down = check(settings, offline=False, hub=unreachable)
-    assert len(down.missing) == 4 and all("cannot be reached" in line for line in down.missing)
+    assert len(down.missing) == 6 and all("cannot be reached" in line for line in down.missing)
     assert not any(line.startswith("offline") for line in down.lines())
     assert "Name or service not known" in "\n".join(down.detail)

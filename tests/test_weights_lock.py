@@ -75,6 +75,10 @@ def test_repository_lock_names_the_preset_files() -> None:
     assert {("liuhuadai/ThinkSound", n) for n in ("thinksound_light.ckpt", "vae.ckpt", "synchformer_state_dict.pth")} <= files
     assert {m.repo for m in lock.for_preset("thinksound")} == {
         "liuhuadai/ThinkSound", "facebook/metaclip-h14-fullcc2.5b", "google/t5-v1_1-xl",
+        "laion/larger_clap_general", "MIT/ast-finetuned-audioset-10-10-0.4593",
+    }
+    assert {m.repo for m in lock.for_preset("qc")} == {
+        "liuhuadai/ThinkSound", "laion/larger_clap_general", "MIT/ast-finetuned-audioset-10-10-0.4593",
     }
 
 

@@ -57,10 +57,12 @@ class ClapScorer:
         if len(audio) != len(texts):
             raise ValueError(f"{len(audio)} clips for {len(texts)} texts")
         feats = self.features(audio, sample_rate)
-        tokens = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt").to(self.device)
+        # Best-of-N candidates share their item's text: each distinct text is encoded once.
+        unique = list(dict.fromkeys(texts))
+        tokens = self.tokenizer(unique, padding=True, truncation=True, return_tensors="pt").to(self.device)
         a = self.model.get_audio_features(
             input_features=feats["input_features"].to(self.device, self.dtype),
             is_longer=feats["is_longer"].to(self.device) if "is_longer" in feats else None,
         ).pooler_output
-        t = self.model.get_text_features(**tokens).pooler_output
+        t = self.model.get_text_features(**tokens).pooler_output[[unique.index(x) for x in texts]]
         return torch.nn.functional.cosine_similarity(a.float(), t.float(), dim=-1).tolist()

@@ -30,6 +30,7 @@ TINY_QC_FORMAT = "tiny-qc-v1"
 AUDIOSET_IDS = {0: "Speech", 137: "Music"}
 AUDIOSET_CLASSES = 527
 TEXT_LENGTH = 77
+TINY_WATCHED_LOGIT = -3.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,11 @@ def build_tiny_qc(directory: str | Path, *, seed: int = 0, width: int = 32) -> T
         tagger, tagger_features = _tagger(width)
     for model in (clap, tagger):
         _reinit_(model, gen)
+    with torch.no_grad():
+        # Random logits sit near 0, i.e. P = 0.5, right at a plausible gate threshold. The tiny tagger
+        # is made to hear neither speech nor music (P ~ 0.05), so tiny runs pass the gate by default and
+        # tests move the threshold to see it reject.
+        tagger.classifier.dense.bias[list(AUDIOSET_IDS)] = TINY_WATCHED_LOGIT
     clap.save_pretrained(paths.clap)
     clap_features.save_pretrained(paths.clap)
     tokenizer.save_pretrained(paths.clap)
