@@ -177,17 +177,18 @@ def test_reprocess_by_score_draws_new_candidates(best_of_3, videos):
     from flows.reprocess import reprocess_failed
 
     workdir, first = best_of_3
-    nothing = reprocess_failed(settings=_settings(workdir, best_of=3), stage="qc", where="desync_sec > 5")
+    nothing = reprocess_failed(workdir=str(workdir), stage="qc", where="desync_sec > 5")
     assert nothing["items"] == []
     with pytest.raises(ScoreFilterError):
-        reprocess_failed(settings=_settings(workdir), stage="synthesis", where="desync_sec > 0.4")
+        reprocess_failed(workdir=str(workdir), stage="synthesis", where="desync_sec > 0.4")
 
-    again = reprocess_failed(settings=_settings(workdir, best_of=3), stage="qc", where="desync_sec >= 0")
+    # The first run's settings (best-of 3) come back with it: each item draws 3 new candidates.
+    again = reprocess_failed(workdir=str(workdir), stage="qc", where="desync_sec >= 0")
     assert again["counts"] == {"succeeded": 2} and again["cached"] == 0
     old = {s: r["seed"] for s, r in _metrics_files(first).items()}
     new = _metrics_files(again)
     for source, record in new.items():
-        assert record["generation"] == 1 and record["seed"] != old[source]
+        assert record["generation"] == 1 and record["seed"] != old[source] and len(record["candidates"]) == 3
     view = {r[0]: r[1] for r in _rows(workdir, "SELECT source, chosen_generation FROM item_scores")}
     assert set(view.values()) == {1}
 
