@@ -195,15 +195,18 @@ def test_reprocess_by_score_draws_new_candidates(best_of_3, videos):
 
 def test_unwanted_speech_is_rejected_unless_the_cot_asks_for_it(videos, tmp_path, prefect_harness):
     import csv
+    import shutil
 
     from flows.dub import dub_dataset
 
+    for name in ("walk.mp4", "spin.mp4"):
+        shutil.copy(videos / name, tmp_path / name)  # a manifest's videos sit under its folder (input root)
     manifest = tmp_path / "manifest.csv"
     with manifest.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["video", "caption", "caption_cot"])
         writer.writeheader()
-        writer.writerow({"video": str(videos / "walk.mp4"), "caption": "", "caption_cot": "A man is talking."})
-        writer.writerow({"video": str(videos / "spin.mp4"), "caption": "", "caption_cot": "Waves crash on rocks."})
+        writer.writerow({"video": "walk.mp4", "caption": "", "caption_cot": "A man is talking."})
+        writer.writerow({"video": "spin.mp4", "caption": "", "caption_cot": "Waves crash on rocks."})
     # The tiny tagger's P(speech) is ~0.05: a limit of 0.01 makes every unasked-for speech a failure.
     result = dub_dataset(input=str(manifest), settings=_settings(tmp_path / "w", max_speech_prob=0.01))
     status = {Path(i["source"]).name: i for i in result["items"]}
