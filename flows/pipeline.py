@@ -22,10 +22,10 @@ from tasks.features import extract_features
 from tasks.handles import process_handles
 from tasks.ingest import hash_memo_keys, ingest
 from tasks.items import WorkItem
-from tasks.outcomes import record_outcomes, record_states
+from tasks.outcomes import outcome_records
 from tasks.publish import publish
 from tasks.quality import check_quality, needs_regeneration, settle
-from tasks.records import StageResult, partial_result, write_records
+from tasks.records import RecordWriter, StageResult, partial_result
 from tasks.reuse import reuse_candidates, reuse_published
 from tasks.synthesis import synthesize_batch
 
@@ -64,9 +64,9 @@ class StageClock:
 class _Stages:
     """Runs stage tasks through the executor and records what they return: the flow's one writer."""
 
-    def __init__(self, executor: Executor, lin: Lineage, settings: PipelineSettings, run_id: str,
+    def __init__(self, executor: Executor, writer: RecordWriter, settings: PipelineSettings, run_id: str,
                  clock: StageClock) -> None:
-        self.executor, self.lin, self.settings, self.run_id, self.clock = executor, lin, settings, run_id, clock
+        self.executor, self.writer, self.settings, self.run_id, self.clock = executor, writer, settings, run_id, clock
 
     def run(self, stage: str, task, batch_id: str, items: list[WorkItem], cached: dict[str, str] | None = None):
         batch = Batch(self.run_id, items, self.settings, cached or {})
@@ -77,10 +77,10 @@ class _Stages:
                 # What the stage finished before it raised is recorded before the error goes up.
                 partial = partial_result(exc)
                 if partial is not None:
-                    write_records(self.lin, partial.records)
+                    self.writer.add(partial.records)
                     exc.finished_items = [i for i in partial.items if i.status == "succeeded"]
                 raise
-            write_records(self.lin, result.records)
+            self.writer.add(result.records)
         return result.items
 
     def check_batch(self, batch_id: str, batch: list[WorkItem]) -> list[WorkItem]:
@@ -147,8 +147,8 @@ class _BatchLine:
 class _Outcomes:
     """Where every source (segment) stands; settles a representative's whole group of duplicates at once."""
 
-    def __init__(self, ingested: list[WorkItem], lin: Lineage, run_id: str) -> None:
-        self.lin, self.run_id = lin, run_id
+    def __init__(self, ingested: list[WorkItem], writer: RecordWriter, run_id: str) -> None:
+        self.writer, self.run_id = writer, run_id
         self._lock = threading.Lock()
         self.by_source: dict[tuple[str, str], WorkItem] = {i.row_key: i for i in ingested}
         self.groups: dict[str, list[WorkItem]] = defaultdict(list)
@@ -174,7 +174,7 @@ class _Outcomes:
         with self._lock:
             for item in settled:
                 self.by_source[item.row_key] = item
-            record_outcomes(self.lin, self.run_id, settled)
+            self.writer.add(outcome_records(self.run_id, settled))
             self.progress.advance(len(settled))
 
 
@@ -193,14 +193,16 @@ def process_items(
     puts them (this process, or Ray workers); this function, in the driver, records everything.
     """
     clock = StageClock()
-    with open_executor(settings) as executor:
-        stages = _Stages(executor, lin, settings, run_id, clock)
+    writer = RecordWriter(lin, run_id)
+    with open_executor(settings) as executor, contextlib.closing(writer):
+        stages = _Stages(executor, writer, settings, run_id, clock)
         ingested: list[WorkItem] = []
         for n, chunk in enumerate(_chunks(items, PLAN_CHUNK)):
             known = lin.cache_get_many(hash_memo_keys(chunk, settings))
             ingested += stages.run("ingest", ingest, f"{run_id}-ingest{n:03d}", chunk, known)
-        record_states(lin, run_id, ingested)
-        outcomes = _Outcomes(ingested, lin, run_id)
+        writer.add(outcome_records(run_id, ingested))
+        writer.flush()  # every source has its row before the first batch settles
+        outcomes = _Outcomes(ingested, writer, run_id)
 
         to_generate: list[WorkItem] = []
         handles = process_handles()
@@ -210,7 +212,7 @@ def process_items(
             with clock.stage("reuse"):
                 published = lin.cache_get_many(reuse_candidates(chunk, settings))
                 result = reuse_published(chunk_id, quote(Batch(run_id, chunk, settings, published)), handles)
-                write_records(lin, result.records)
+                writer.add(result.records)
             chunk = result.items
             outcomes.settle([i for i in chunk if not i.is_pending])
             to_generate += [i for i in chunk if i.is_pending]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -40,18 +41,27 @@ stage_listeners: list[Callable[[str], None]] = []
 
 
 class RunProgress:
-    """The progress artifact of one run, updated as batches finish."""
+    """The progress artifact of one run, updated as batches finish.
 
-    def __init__(self, run_id: str, total: int) -> None:
+    The artifact is updated at most once per `min_interval_s` (and when the last item finishes): each
+    update is an API call, a real share of the driver's cost per item when batches are small.
+    """
+
+    def __init__(self, run_id: str, total: int, min_interval_s: float = 1.0) -> None:
         self.total = total
         self.done = 0
+        self.min_interval_s = min_interval_s
+        self._last_update = float("-inf")
         self.artifact_id: UUID = create_progress_artifact(
             0.0, key=_key(run_id, "progress"), description=f"Dubbing run {run_id}: items finished"
         )
 
     def advance(self, finished: int) -> None:
         self.done += finished
-        update_progress_artifact(self.artifact_id, 100.0 * min(self.done, self.total) / max(self.total, 1))
+        now = time.monotonic()
+        if self.done >= self.total or now - self._last_update >= self.min_interval_s:
+            self._last_update = now
+            update_progress_artifact(self.artifact_id, 100.0 * min(self.done, self.total) / max(self.total, 1))
         for listener in progress_listeners:
             listener(self.done, self.total)
 

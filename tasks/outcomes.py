@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from storage import CotRecord, Lineage
+from storage import CotRecord
 from tasks.items import WorkItem
+from tasks.records import LineageRecords
 
 _COT_COLUMNS = {f.name for f in dataclasses.fields(CotRecord)}
 
@@ -17,26 +18,21 @@ def state_row(item: WorkItem) -> dict[str, object]:
     )
 
 
-def record_states(lin: Lineage, run_id: str, items: list[WorkItem]) -> None:
-    lin.set_item_states(run_id, [state_row(i) for i in items])
-
-
-def record_outcomes(lin: Lineage, run_id: str, items: list[WorkItem]) -> None:
+def outcome_records(run_id: str, items: list[WorkItem]) -> LineageRecords:
     """Each source's state, and one CoT row per source (duplicates included), so every source shows
     the text it was dubbed with."""
-    record_states(lin, run_id, items)
-    records = [
+    records = LineageRecords(run_id)
+    records.states = [state_row(i) for i in items]
+    records.cots = [
         CotRecord(
             **{
                 **{k: v for k, v in item.cot_record.items() if k in _COT_COLUMNS},
                 "run_id": run_id,
                 "item_id": item.item_id,
                 "source": item.source,
-                "segment": item.segment,
             }
         )
         for item in items
         if item.cot_record is not None
     ]
-    if records:
-        lin.record_cots(records)
+    return records

@@ -7,9 +7,11 @@ return a `StageResult`, and the flow in the driver, the only lineage writer, han
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 
-from storage import Lineage, SourceRow
+from storage import CotRecord, Lineage, SourceRow
 from tasks.items import WorkItem, attempt
 
 _PARTIAL = "stage_partial_result"
@@ -26,6 +28,9 @@ class LineageRecords:
     metrics: dict[str, dict[str, object]] = field(default_factory=dict)
     cache: list[tuple[str, str, str]] = field(default_factory=list)
     attempts: list[dict[str, object]] = field(default_factory=list)
+    # Written by the driver as items settle: each source's state and the CoT it was dubbed with.
+    cots: list[CotRecord] = field(default_factory=list)
+    states: list[dict[str, object]] = field(default_factory=list)
 
     def attempt(self, stage: str, item: WorkItem, *, status: str, **fields: object) -> None:
         """Book one stage attempt of one item (see `tasks.items.attempt`)."""
@@ -40,6 +45,12 @@ class LineageRecords:
         self.metrics.update(other.metrics)
         self.cache += other.cache
         self.attempts += other.attempts
+        self.cots += other.cots
+        self.states += other.states
+
+    def __len__(self) -> int:
+        return sum(map(len, (self.items, self.sources, self.artifacts, self.metrics, self.cache, self.attempts,
+                             self.cots, self.states)))
 
 
 @dataclass
@@ -51,14 +62,53 @@ class StageResult:
 
 
 def write_records(lin: Lineage, records: LineageRecords) -> None:
-    """Record a stage's rows. Called by the flow only. The cache rows (the "published" markers) come
-    after the artifacts and metrics they vouch for, and the attempts last."""
+    """Record rows. Called by the flow only. The cache rows (the "published" markers) come after the
+    artifacts and metrics they vouch for, and the item states last."""
     lin.upsert_items(records.items)
     lin.add_sources(records.run_id, records.sources)
     lin.record_artifacts(records.artifacts)
     lin.record_metrics_many(records.run_id, records.metrics)
     lin.cache_put_many(records.cache)
     lin.record_attempts(records.attempts)
+    if records.cots:
+        lin.record_cots(records.cots)
+    lin.set_item_states(records.run_id, records.states)
+
+
+class RecordWriter:
+    """The driver's lineage writes, gathered and committed together.
+
+    A DuckDB statement costs milliseconds of CPU whatever its size (one commit each), so rows wait
+    here until `max_rows` are pending or `max_delay_s` has passed since the last write, then go in one
+    statement per table. `flush` writes what is pending: the flow calls it before it reads lineage
+    back, when the run ends, and when it fails, so a crash loses at most `max_delay_s` of rows, and a
+    rerun adopts published files whose rows were lost (`tasks.reuse`).
+    """
+
+    def __init__(self, lin: Lineage, run_id: str, *, max_rows: int = 20_000, max_delay_s: float = 2.0) -> None:
+        self.lin, self.run_id = lin, run_id
+        self.max_rows, self.max_delay_s = max_rows, max_delay_s
+        self._pending = LineageRecords(run_id)
+        self._lock = threading.Lock()
+        self._last_write = time.monotonic()
+
+    def add(self, records: LineageRecords) -> None:
+        with self._lock:
+            self._pending.extend(records)
+            due = len(self._pending) >= self.max_rows or time.monotonic() - self._last_write >= self.max_delay_s
+            if due:
+                self._write()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._write()
+
+    close = flush
+
+    def _write(self) -> None:
+        pending, self._pending = self._pending, LineageRecords(self.run_id)
+        self._last_write = time.monotonic()
+        write_records(self.lin, pending)
 
 
 def attach_partial(exc: BaseException, result: StageResult) -> None:
