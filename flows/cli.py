@@ -333,7 +333,7 @@ def demo(
     precision: Annotated[str, typer.Option(help="Default precision shown in the app.")] = "fp32",
     cot_url: Annotated[str | None, typer.Option(help="vLLM OpenAI-compatible URL that writes empty CoTs.")] = None,
     cot_model: Annotated[str | None, typer.Option(help="Model name served by vLLM.")] = None,
-    max_duration_sec: Annotated[float, typer.Option(help="Longest video accepted, in seconds.", min=1.0)] = 30.0,
+    max_duration_sec: Annotated[float, typer.Option(help="Longest video accepted, in seconds.", min=1.0)] = 120.0,
     max_upload_mb: Annotated[float, typer.Option(help="Largest upload accepted, in MB.", min=0.01)] = 200.0,
     best_of: Annotated[int, typer.Option(help="Candidates per video; the page shows each one's scores.")] = 1,
 ) -> None:

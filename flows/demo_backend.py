@@ -7,6 +7,7 @@ any other, and the models stay warm in this process between requests (`tasks.han
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -58,6 +59,15 @@ class GenerationRequest:
     steps: int = 24
     cfg_scale: float = 5.0
     precision: Precision = "fp32"
+
+
+def _spectrogram(audio: Path | None) -> Image.Image | None:
+    """The audio's spectrogram with the generation windows that metrics.json (next to it) records."""
+    if audio is None or not audio.is_file():
+        return None
+    record = audio.parent / "metrics.json"
+    windows = (json.loads(record.read_text()).get("windows") or []) if record.is_file() else []
+    return spectrogram_image(audio, windows=[(float(w["start_sec"]), float(w["end_sec"])) for w in windows])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -207,7 +217,7 @@ class DemoBackend:
             seconds=seconds,
             video_path=_local_path(item.get("video_uri")),
             audio_path=audio,
-            spectrogram=spectrogram_image(audio) if audio is not None and audio.is_file() else None,
+            spectrogram=_spectrogram(audio),
             metrics=metrics,
         )
 

@@ -20,7 +20,7 @@ class InputRejected(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class UploadLimits:
-    max_duration_sec: float = 30.0
+    max_duration_sec: float = 120.0
     max_upload_mb: float = 200.0
     min_duration_sec: float = MIN_CONDITIONING_SEC
 
