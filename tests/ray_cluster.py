@@ -22,6 +22,7 @@ import psutil
 
 BIN = Path(sys.executable).parent
 READY_LINE = "Ray runtime started"
+AUTH_OFF = {"RAY_AUTH_MODE": "disabled"}
 
 
 def _free_port() -> int:
@@ -44,7 +45,9 @@ class RayCluster:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> RayCluster:
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
+        # Token auth off: a ~/.ray/auth_token left by any local Ray start would otherwise switch it on
+        # for this cluster only. Tests' drivers set the same (`AUTH_OFF`).
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1", **AUTH_OFF}
         self._process = subprocess.Popen(
             [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
              "--port", str(self.port), "--num-cpus", str(self.num_cpus), "--num-gpus", "0",

@@ -16,6 +16,7 @@ import pytest
 import soundfile
 from media import make_video
 from pydantic import ValidationError
+from ray_cluster import AUTH_OFF
 
 
 def test_ray_settings_are_checked(tmp_path):
@@ -44,7 +45,7 @@ RAY_OPTIONS = ("--executor", "ray", "--ray-workers", "2", "--ray-cpus", "0.5")
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", HF_HUB_OFFLINE="1")
+    env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", HF_HUB_OFFLINE="1", **AUTH_OFF)
     return env
 
 
