@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flows.cli_errors import console_logs_without_tracebacks, fatal_errors, record_workdir
-from flows.cli_lineage import lineage, status
+from flows.cli_lineage import LineageData, LineageOption, lineage, lineage_import, s3_from_environment, status
 from flows.embedded_api import embedded_prefect_api
 from flows.shutdown import Interrupted, stop_on_signals
 from flows.weights_cli import app as weights_app
@@ -56,17 +56,9 @@ def _prepare_environment(workdir: Path) -> None:
 
 
 def _settings(workdir: Path, overrides: dict):
-    from tasks.config import PipelineSettings, S3Settings, merge_settings
+    from tasks.config import PipelineSettings, merge_settings
 
-    base = PipelineSettings(
-        workdir=str(workdir),
-        # Where S3 is, never the credentials: settings are flow parameters, which Prefect stores.
-        s3=S3Settings(
-            endpoint=os.environ.get("THINKSOUND_S3_ENDPOINT"),
-            secure=os.environ.get("THINKSOUND_S3_SECURE", "").lower() in {"1", "true", "yes"},
-            credentials_block=os.environ.get("THINKSOUND_S3_CREDENTIALS_BLOCK"),
-        ),
-    )
+    base = PipelineSettings(workdir=str(workdir), s3=s3_from_environment())
     return merge_settings(base, overrides)
 
 
@@ -79,6 +71,8 @@ def _given(cot: dict | None = None, quality: dict | None = None, **options) -> d
         value = options.get(name)
         if value and "://" not in value and Path(value).expanduser().exists():
             options[name] = str(Path(value).expanduser().resolve())
+    if options.get("lineage_data") and "://" not in options["lineage_data"]:
+        options["lineage_data"] = str(Path(options["lineage_data"]).expanduser().resolve())
     given = {k: v for k, v in options.items() if v is not None}
     for section, values in (("cot", cot or {}), ("quality", quality or {})):
         named = {k: v for k, v in values.items() if v is not None}
@@ -103,14 +97,14 @@ def _invalid_settings():
 def _run_errors():
     """Errors that stop a whole run before it can do anything: one clear line, exit status 2."""
     from cot_prompts import CotError
-    from storage import LineageLocked
+    from storage import LineageLocked, LineageUnavailable
     from tasks.sources import ManifestError
 
     console_logs_without_tracebacks()
 
     try:
         yield
-    except (ManifestError, LineageLocked, ValidationError, CotError) as exc:
+    except (ManifestError, LineageLocked, LineageUnavailable, ValidationError, CotError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
 
@@ -221,6 +215,8 @@ def run(
                           "Default: INPUT's own folder, or the manifest's, and any s3:// URI."),
     ] = None,
     ray_cpus: Annotated[float | None, typer.Option(help="CPUs per Ray model worker and per CPU-stage task.")] = None,
+    lineage: LineageOption = None,
+    lineage_data: LineageData = None,
 ) -> None:
     """Dub every video of INPUT. Exits 0 when the run completed with at least one item dubbed, 1 when
     none was (or any failed, with --fail-on-errors)."""
@@ -235,6 +231,7 @@ def run(
                 executor=executor, ray_address=ray_address, ray_workers=ray_workers, ray_gpus=ray_gpus,
                 input_roots=tuple(input_root) if input_root else None,
                 ray_cpus=ray_cpus,
+                lineage=lineage, lineage_data=lineage_data,
                 cot={"url": cot_url, "model": cot_model, "prompt_version": cot_prompt,
                      "start_server": start_cot_server},
                 quality={"loudness_target_lufs": loudness_target, "max_regenerations": max_regenerations,
@@ -285,6 +282,8 @@ def reprocess(
     cot_model: CotModel = None,
     cot_prompt: CotPrompt = None,
     fail_on_errors: FailOnErrors = False,
+    lineage: LineageOption = None,
+    lineage_data: LineageData = None,
 ) -> None:
     """Rerun failed (and rejected) items chosen from lineage, from the stage that failed, with the
     settings of the run that failed each one; options given here override them (and are recorded)."""
@@ -297,7 +296,12 @@ def reprocess(
             quality={"loudness_target_lufs": loudness_target, "max_regenerations": max_regenerations,
                          "best_of": best_of},
         )
-        _settings(workdir, overrides)  # invalid values are refused before anything starts
+        from tasks.config import merge_settings
+
+        home = _settings(workdir, _given(lineage=lineage, lineage_data=lineage_data))
+        merge_settings(home, overrides)  # invalid values are refused before anything starts
+        if home.s3.endpoint:
+            overrides["s3"] = home.s3.model_dump()
         if where is not None:
             from tasks.score_filter import check_where
 
@@ -313,13 +317,15 @@ def reprocess(
             state = reprocess_failed(
                 workdir=str(workdir.resolve()), overrides=overrides, from_run=from_run, stage=stage,
                 error_contains=error, include_rejected=include_rejected, run_id=new_run_id(),
-                fail_on_errors=fail_on_errors, where=where, return_state=True,
+                fail_on_errors=fail_on_errors, where=where, lineage=home.lineage, lineage_data=home.lineage_data,
+                return_state=True,
             )
     _finish(state, workdir)
 
 
 app.command()(status)
 app.command()(lineage)
+app.command("lineage-import")(lineage_import)
 
 
 @app.command()
@@ -336,6 +342,8 @@ def demo(
     max_duration_sec: Annotated[float, typer.Option(help="Longest video accepted, in seconds.", min=1.0)] = 120.0,
     max_upload_mb: Annotated[float, typer.Option(help="Largest upload accepted, in MB.", min=0.01)] = 200.0,
     best_of: Annotated[int, typer.Option(help="Candidates per video; the page shows each one's scores.")] = 1,
+    lineage: LineageOption = None,
+    lineage_data: LineageData = None,
 ) -> None:
     """Start the web demo on 127.0.0.1:PORT: one video in, a dubbed video out. Public only with --share."""
     _prepare_environment(workdir)
@@ -346,6 +354,7 @@ def demo(
         settings = _settings(
             workdir,
             _given(preset=preset, weights=weights, device=device, precision=precision,
+                   lineage=lineage, lineage_data=lineage_data,
                    cot={"url": cot_url, "model": cot_model}, quality={"best_of": best_of}),
         )
     settings = preflight_or_exit(settings, workdir)

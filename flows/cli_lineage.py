@@ -1,9 +1,10 @@
 """`thinksound status` and `thinksound lineage`: read lineage, for people (a compact table) or scripts
-(`--json`, errors included)."""
+(`--json`, errors included); `thinksound lineage-import`: copy a lineage file into a shared lineage."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,7 +19,44 @@ console = Console(stderr=True)
 Workdir = Annotated[Path, typer.Option("--workdir", "-w", help="Lineage, local artifacts and Prefect state.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output (errors too).")]
 
+LineageOption = Annotated[str | None, typer.Option(
+    "--lineage", envvar="THINKSOUND_LINEAGE",
+    help="Shared lineage 'ducklake:postgres:<libpq conninfo>' (no password: PGPASSWORD or ~/.pgpass); "
+         "default: WORKDIR/lineage.duckdb.",
+)]
+LineageData = Annotated[str | None, typer.Option(
+    "--lineage-data", envvar="THINKSOUND_LINEAGE_DATA",
+    help="Where the shared lineage keeps its data files: a directory or s3://bucket/prefix/.",
+)]
+
 LOCKED_MESSAGE = "a run is writing this lineage; try again or use the shared lineage backend"
+
+
+def s3_from_environment():
+    """Where S3 is, never the credentials: settings are flow parameters, which Prefect stores."""
+    from tasks.config import S3Settings
+
+    return S3Settings(
+        endpoint=os.environ.get("THINKSOUND_S3_ENDPOINT"),
+        secure=os.environ.get("THINKSOUND_S3_SECURE", "").lower() in {"1", "true", "yes"},
+        credentials_block=os.environ.get("THINKSOUND_S3_CREDENTIALS_BLOCK"),
+    )
+
+
+def lineage_settings(workdir: Path, lineage: str | None, lineage_data: str | None, as_json: bool = False):
+    """Settings that say only where lineage is (invalid ones are one clear error)."""
+    from pydantic import ValidationError
+
+    from tasks.config import PipelineSettings
+
+    if lineage_data and "://" not in lineage_data:
+        lineage_data = str(Path(lineage_data).expanduser().resolve())
+    try:
+        return PipelineSettings(
+            workdir=str(workdir), lineage=lineage, lineage_data=lineage_data, s3=s3_from_environment()
+        )
+    except ValidationError as exc:
+        raise _fail(str(exc), as_json) from None
 
 
 def _fail(message: str, as_json: bool) -> typer.Exit:
@@ -29,10 +67,21 @@ def _fail(message: str, as_json: bool) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _read(workdir: Path, as_json: bool, query):
-    """Run `query(lineage)` on a read-only handle; a missing or busy database is one clear error, at once."""
-    from storage import Lineage, LineageLocked
+def _read(workdir: Path, as_json: bool, query, lineage: str | None = None, lineage_data: str | None = None):
+    """Run `query(lineage)` on a read-only handle; a missing or busy database is one clear error, at once.
 
+    A shared (DuckLake) lineage is read from a snapshot: the runs writing it are never blocked.
+    """
+    from storage import Lineage, LineageLocked, LineageUnavailable
+    from tasks.run_lineage import new_lineage
+
+    settings = lineage_settings(workdir, lineage, lineage_data, as_json)
+    if settings.lineage is not None:
+        try:
+            with new_lineage(settings, read_only=True) as lin:
+                return query(lin)
+        except LineageUnavailable as exc:
+            raise _fail(str(exc), as_json) from None
     path = workdir / "lineage.duckdb"
     if not path.exists():
         raise _fail(f"no lineage database at {path}", as_json)
@@ -74,10 +123,12 @@ def status(
     workdir: Workdir = Path("thinksound-work"),
     run_id: Annotated[str | None, typer.Option(help="One run; default: every run.")] = None,
     as_json: AsJson = False,
+    lineage: LineageOption = None,
+    lineage_data: LineageData = None,
 ) -> None:
     """The runs recorded in lineage: when, how long, and how many items succeeded, failed, were rejected
     or were cached from earlier runs (--json: every column of the run_summary view)."""
-    rows = _read(workdir, as_json, lambda lin: lin.run_summary(run_id))
+    rows = _read(workdir, as_json, lambda lin: lin.run_summary(run_id), lineage, lineage_data)
     if as_json:
         sys.stdout.write(json.dumps(rows, default=str, indent=2) + "\n")
     elif not rows:
@@ -90,9 +141,11 @@ def lineage(
     item: Annotated[str, typer.Argument(help="An item id or a source path/URI.")],
     workdir: Workdir = Path("thinksound-work"),
     as_json: AsJson = False,
+    lineage: LineageOption = None,
+    lineage_data: LineageData = None,
 ) -> None:
     """The full history of one item: every stage attempt, state and artifact, across runs."""
-    history = _read(workdir, as_json, lambda lin: lin.item_history(item))
+    history = _read(workdir, as_json, lambda lin: lin.item_history(item), lineage, lineage_data)
     if as_json:
         sys.stdout.write(json.dumps(history, default=str, indent=2) + "\n")
         return
@@ -105,6 +158,31 @@ def lineage(
     for row in rows:
         table.add_row(*("" if v is None else escape(str(v)) for v in row.values()))
     Console().print(table)
+
+
+def lineage_import(
+    old: Annotated[Path, typer.Argument(help="A lineage file to copy in, e.g. OLD_WORKDIR/lineage.duckdb.")],
+    lineage: LineageOption = None,
+    lineage_data: LineageData = None,
+) -> None:
+    """Copy a lineage file into the shared lineage (--lineage). Importing it again changes nothing."""
+    from storage import Lineage, LineageLocked, LineageUnavailable
+    from tasks.run_lineage import new_lineage
+
+    if lineage is None:
+        raise _fail("name the shared lineage to import into: --lineage 'ducklake:postgres:...'", False)
+    old = old.expanduser().resolve()
+    if not old.is_file():
+        raise _fail(f"no lineage database at {old}", False)
+    settings = lineage_settings(old.parent, lineage, lineage_data)
+    try:
+        Lineage.open(old).close()  # a file of an older version is migrated first, as any writer would
+        with new_lineage(settings) as lin:
+            counts = lin.merge_from(old)
+    except (LineageLocked, LineageUnavailable) as exc:
+        raise _fail(str(exc), False) from None
+    imported = ", ".join(f"{n} {table}" for table, n in counts.items() if n) or "nothing"
+    console.print(f"imported {escape(str(old))}: {imported}", soft_wrap=True)
 
 
 def _history_row(event: dict) -> dict:

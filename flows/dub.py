@@ -18,6 +18,7 @@ from cot_prompts import VllmServer
 from cot_prompts.server import CPU_SERVER_ARGS, CPU_SERVER_ENV
 from flows.pipeline import process_items
 from flows.report import publish_report, publish_summary
+from flows.shards import SHARD_DEPLOYMENT, fan_out, take_shard
 from tasks import preflight
 from tasks.config import PipelineSettings, merge_settings
 from tasks.handles import RANDOM_WEIGHTS_WARNING, quiet_progress_bars
@@ -198,19 +199,40 @@ def dub_dataset(
     run_id: str | None = None,
     overrides: dict[str, Any] | None = None,
     fail_on_errors: bool = False,
+    shards: int = 1,
+    shard_deployment: str = SHARD_DEPLOYMENT,
 ) -> State:
     """Dub every video of a directory or manifest (CSV/Parquet), recording lineage as it goes.
 
     `overrides` are partial settings merged field by field over `settings` (a deployment's `settings`
     stay whole when a run changes a few fields). The run ends Failed when no item succeeded, or when
     any item failed and `fail_on_errors` is set.
+
+    With `shards` > 1 and a shared lineage, the input is split into disjoint shards, each submitted as a
+    run of `shard_deployment` (`dub_shard`) on its work pool; this run waits for them and sums them up.
     """
     settings = with_input_roots(merge_settings(settings, overrides), default_roots(input))
+    if shards < 1:
+        raise ValueError(f"shards must be at least 1, got {shards}")
     if run_id is None:
         run_id = new_run_id()
         name_this_run(run_id, _input_label(input))
-    result = run_sources(list_sources(input), settings, run_id=run_id, input_label=input)
+    if shards > 1:
+        result = fan_out(input, settings, run_id=run_id, shards=shards, deployment=shard_deployment)
+    else:
+        result = run_sources(list_sources(input), settings, run_id=run_id, input_label=input)
     return final_state(result, fail_on_errors=fail_on_errors)
+
+
+@flow(name="dub_shard", flow_run_name=_dataset_run_name, log_prints=True)
+def dub_shard(
+    input: str, settings: PipelineSettings, shard_index: int, shard_count: int, run_id: str
+) -> State:
+    """One shard of a fanned-out `dub_dataset`: every `shard_count`-th source of the input, from
+    `shard_index`, as its own lineage run (in the shared lineage)."""
+    items = take_shard(list_sources(input), shard_index, shard_count)
+    label = f"{input} [shard {shard_index + 1}/{shard_count}]"
+    return final_state(run_sources(items, settings, run_id=run_id, input_label=label), fail_on_errors=False)
 
 
 @flow(name="dub_video", flow_run_name=_video_run_name, log_prints=True)

@@ -19,7 +19,7 @@ from flows.dub import (
     run_sources,
     with_input_roots,
 )
-from tasks.config import PipelineSettings, merge_settings
+from tasks.config import PipelineSettings, S3Settings, merge_settings
 from tasks.items import WorkItem
 from tasks.run_lineage import close_lineage, open_lineage
 from tasks.score_filter import ScoreFilter, check_where, select_scored
@@ -52,26 +52,23 @@ def _source_folders(items: list[WorkItem]) -> tuple[str, ...]:
     return (*dict.fromkeys(str(Path(i.source).parent) for i in items), "s3://")
 
 
-def run_settings(run_id: str, workdir: str, overrides: dict[str, Any] | None) -> PipelineSettings:
-    """The settings a recorded run used, in this work directory, with `overrides` applied."""
-    rows = _lineage(workdir).execute("SELECT params FROM runs WHERE run_id = ?", [run_id])
+def run_settings(run_id: str, home: PipelineSettings, overrides: dict[str, Any] | None) -> PipelineSettings:
+    """The settings a recorded run used, in this work directory and lineage, with `overrides` applied."""
+    rows = open_lineage(home).execute("SELECT params FROM runs WHERE run_id = ?", [run_id])
     recorded = dict(rows[0]["params"] or {}) if rows else {}
     recorded.pop(REPROCESS_PARAMS_KEY, None)
-    # The lineage being read is the work directory, wherever the failed run was started from.
-    recorded["workdir"] = workdir
+    # The lineage being read is this one (the work directory's, or the shared one), wherever the failed
+    # run was started from.
+    recorded.update(workdir=home.workdir, lineage=home.lineage, lineage_data=home.lineage_data)
     try:
         return merge_settings(PipelineSettings.model_validate(recorded), overrides)
     except ValidationError as exc:
         raise RunSettingsError(f"the settings recorded for run {run_id} do not apply: {exc}") from exc
 
 
-def _lineage(workdir: str):
-    return open_lineage(PipelineSettings(workdir=workdir))
-
-
-def _used_generations(workdir: str, item_ids: list[str]) -> dict[str, int]:
+def _used_generations(home: PipelineSettings, item_ids: list[str]) -> dict[str, int]:
     """The highest generation each item was ever synthesised with, across runs."""
-    rows = _lineage(workdir).execute(
+    rows = open_lineage(home).execute(
         "SELECT item_id, max(CAST(json_extract_string(params, '$.generation') AS INTEGER)) AS generation "
         "FROM stage_attempts WHERE stage = 'synthesis' AND list_contains(?::VARCHAR[], item_id) "
         "GROUP BY item_id",
@@ -81,7 +78,7 @@ def _used_generations(workdir: str, item_ids: list[str]) -> dict[str, int]:
 
 
 def select_failed(
-    workdir: str,
+    home: PipelineSettings,
     *,
     from_run: str | None = None,
     stage: str | None = None,
@@ -91,11 +88,11 @@ def select_failed(
     """Failed (and rejected) sources whose latest state matches the filters, as fresh work items, each
     with the run whose outcome it is."""
     statuses = ("failed", "rejected") if include_rejected else ("failed",)
-    lin = _lineage(workdir)
+    lin = open_lineage(home)
     rows = lin.select_for_reprocess(run_id=from_run, stage=stage, error_contains=error_contains, statuses=statuses)
     inputs = {r["run_id"]: r["input"] for r in lin.execute("SELECT run_id, input FROM runs")}
     # A rejected item reruns with seeds none of its earlier generations used.
-    used = _used_generations(workdir, [r["item_id"] for r in rows if r.get("item_id")])
+    used = _used_generations(home, [r["item_id"] for r in rows if r.get("item_id")])
     return [
         (
             row["run_id"],
@@ -119,7 +116,7 @@ def select_failed(
 
 
 def select_by_scores(
-    workdir: str, where: ScoreFilter, *, from_run: str | None = None
+    home: PipelineSettings, where: ScoreFilter, *, from_run: str | None = None
 ) -> list[tuple[str, WorkItem]]:
     """Published or rejected sources whose latest listening scores match ``where``, each with the run
     whose outcome it is.
@@ -127,10 +124,10 @@ def select_by_scores(
     They restart at a generation none of their earlier draws used, so they get new seeds (and a new
     result key) and go through synthesis and the qc stage again.
     """
-    lin = _lineage(workdir)
+    lin = open_lineage(home)
     rows = select_scored(lin, where, run_id=from_run)
     inputs = {r["run_id"]: r["input"] for r in lin.execute("SELECT run_id, input FROM runs")}
-    used = _used_generations(workdir, [r["item_id"] for r in rows if r.get("item_id")])
+    used = _used_generations(home, [r["item_id"] for r in rows if r.get("item_id")])
     return [
         (
             row["run_id"],
@@ -183,6 +180,8 @@ def reprocess_failed(
     run_id: str | None = None,
     fail_on_errors: bool = False,
     where: str | None = None,
+    lineage: str | None = None,
+    lineage_data: str | None = None,
 ) -> State:
     """Rerun failed/rejected sources with the settings of the run that failed each one, plus `overrides`
     (partial settings, merged field by field, recorded in the new run's params). With ``where`` (stage
@@ -191,24 +190,29 @@ def reprocess_failed(
 
     Finished stages are content-addressed, so each item effectively restarts at the stage that failed:
     its cached CoT and features are reused. The run ends as `dub_dataset` does (see `final_state`).
+    `lineage`/`lineage_data` name a shared lineage (see `PipelineSettings`) instead of the workdir's file.
     """
-    workdir = str(Path(workdir).expanduser().resolve())
+    # Where the S3 server is (for a lineage data path on S3) comes with the overrides, as for the store.
+    home = PipelineSettings(
+        workdir=str(Path(workdir).expanduser().resolve()), lineage=lineage, lineage_data=lineage_data,
+        s3=S3Settings.model_validate((overrides or {}).get("s3") or {}),
+    )
     if where is not None:
-        selected = select_by_scores(workdir, check_where(where, stage), from_run=from_run)
+        selected = select_by_scores(home, check_where(where, stage), from_run=from_run)
     else:
         selected = select_failed(
-            workdir, from_run=from_run, stage=stage, error_contains=error_contains, include_rejected=include_rejected
+            home, from_run=from_run, stage=stage, error_contains=error_contains, include_rejected=include_rejected
         )
     label = describe_filter(from_run, stage, error_contains, where)
     if not selected:
         get_run_logger().info("nothing to reprocess")
-        close_lineage(PipelineSettings(workdir=workdir))
+        close_lineage(home)
         nothing = {"run_id": None, "run_ids": [], "counts": {}, "cached": 0, "stage_seconds": {}, "items": []}
         return Completed(message="nothing to reprocess", data=nothing)
     # Items whose runs used the same settings rerun together, as one lineage run per settings.
     groups: dict[str, tuple[PipelineSettings, list[str], list[WorkItem]]] = {}
     for failed_run, item in selected:
-        settings = run_settings(failed_run, workdir, overrides)
+        settings = run_settings(failed_run, home, overrides)
         key = settings.model_dump_json()
         group = groups.setdefault(key, (settings, [], []))
         if failed_run not in group[1]:

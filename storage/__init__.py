@@ -4,7 +4,7 @@ from storage.artifacts import ArtifactStore
 from storage.errors import ArtifactNotFound, InvalidKey, StorageError, TransientStorageError, is_transient
 from storage.factory import fetch_input, open_store, read_source
 from storage.keys import content_key, sha256_bytes, sha256_file, validate_key
-from storage.lineage import Lineage, LineageLocked
+from storage.lineage import Lineage, LineageLocked, LineageUnavailable
 from storage.lineage_records import Attempt, CotRecord, SourceRow, StateUpdate
 from storage.local_store import LocalStore
 from storage.s3_store import S3Config, S3Store, is_s3_uri
@@ -17,6 +17,7 @@ __all__ = [
     "InvalidKey",
     "Lineage",
     "LineageLocked",
+    "LineageUnavailable",
     "LocalStore",
     "S3Config",
     "S3Store",

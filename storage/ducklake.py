@@ -164,6 +164,7 @@ def _shared_instance() -> duckdb.DuckDBPyConnection:
     with _instance_lock:
         if _instance is None:
             con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+            con.execute("SET enable_progress_bar = false")  # loading takes seconds: no bar on stdout
             load_extensions(con, s3=True)
             _instance = con
         return _instance

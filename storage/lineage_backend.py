@@ -231,7 +231,11 @@ def _values(n_columns: int, n_rows: int) -> str:
 
 
 def _is_conflict(exc: BaseException) -> bool:
-    return "Transaction conflict" in str(exc)
+    # Processes that open a new lake together migrate it together: the later ones' DDL then finds the
+    # object made (a catalog error, not a commit conflict); a retry reads the new schema version.
+    return "Transaction conflict" in str(exc) or (
+        isinstance(exc, duckdb.CatalogException) and "already exists" in str(exc)
+    )
 
 
 def rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:

@@ -11,6 +11,7 @@ they are dropped from the statements there (`for_ducklake`); the writes keep row
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import re
@@ -122,6 +123,10 @@ def migrate(con: duckdb.DuckDBPyConnection, *, ducklake: bool = False) -> list[i
     for migration in pending_migrations(con):
         con.begin()
         try:
+            if current_version(con) >= migration.version:
+                # A shared (DuckLake) lineage: another process applied it since the list was read.
+                con.rollback()
+                continue
             migration.apply(con, dialect)
             con.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, now()::TIMESTAMP)",
@@ -129,7 +134,9 @@ def migrate(con: duckdb.DuckDBPyConnection, *, ducklake: bool = False) -> list[i
             )
             con.commit()
         except BaseException:
-            con.rollback()
+            # A DuckLake commit that conflicted has already ended its transaction.
+            with contextlib.suppress(duckdb.Error):
+                con.rollback()
             raise
         log.info("applied lineage migration %03d_%s", migration.version, migration.name)
         applied.append(migration.version)

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from storage.ducklake import check_catalog
+
 Precision = Literal["fp32", "bf16", "fp16"]
 # Where the stages compute: in this process, or on a Ray cluster (the flow stays in this process).
 Executor = Literal["local", "ray"]
@@ -130,6 +132,11 @@ class PipelineSettings(BaseModel):
     # Folders (and s3:// prefixes; "s3://" alone admits every S3 URI) that inputs must resolve into.
     # The flows fill in the input's own folder when none are given; empty means unrestricted.
     input_roots: tuple[str, ...] = ()
+    # None: the file WORKDIR/lineage.duckdb. Shared by many runs and workers:
+    # 'ducklake:postgres:<libpq conninfo>' (no password: PGPASSWORD or ~/.pgpass where it runs), with
+    # its data files in `lineage_data` (a directory or s3://bucket/prefix/, on the store's S3 server).
+    lineage: str | None = None
+    lineage_data: str | None = None
     s3: S3Settings = S3Settings()
     quality: QualitySettings = QualitySettings()
     cot: CotSettings = CotSettings()
@@ -152,6 +159,20 @@ class PipelineSettings(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _check_lineage(self) -> PipelineSettings:
+        if self.lineage is None:
+            if self.lineage_data is not None:
+                raise ValueError("lineage_data is only for a shared lineage (lineage='ducklake:postgres:...')")
+            return self
+        check_catalog(self.lineage)
+        if not self.lineage_data:
+            raise ValueError(
+                "a shared lineage needs lineage_data: where its data files go (a directory every worker "
+                "reaches, or s3://bucket/prefix/)"
+            )
+        return self
+
     @property
     def workdir_path(self) -> Path:
         return Path(self.workdir).expanduser().resolve()
@@ -159,6 +180,11 @@ class PipelineSettings(BaseModel):
     @property
     def lineage_path(self) -> Path:
         return self.workdir_path / "lineage.duckdb"
+
+    @property
+    def lineage_target(self) -> str:
+        """Where lineage is: the shared `ducklake:postgres:...` location, else this workdir's file."""
+        return self.lineage or str(self.lineage_path)
 
     @property
     def store_target(self) -> str:

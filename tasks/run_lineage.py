@@ -1,34 +1,46 @@
 """The driver's lineage handle: the flow, in the driver process, is the only lineage writer.
 
-DuckDB allows one writing process per file, so the driver keeps one handle per database and passes
-it explicitly to what records a run; stages never see it.
+DuckDB allows one writing process per file, so the driver keeps one handle per lineage and passes it
+explicitly to what records a run; stages never see it. A shared (DuckLake) lineage is opened once per
+process too. S3 credentials for a DuckLake data path on S3 are resolved here, in the process that uses
+them (as for the artifact store).
 """
 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 from storage import Lineage
 from tasks.config import PipelineSettings
+from tasks.s3_access import is_s3_uri, s3_config
 
 _lock = threading.Lock()
-_open: dict[Path, Lineage] = {}
+_open: dict[str, Lineage] = {}
+
+
+def new_lineage(settings: PipelineSettings, *, read_only: bool = False) -> Lineage:
+    """A new handle on the settings' lineage: the workdir's file (read-only: it must exist) or a DuckLake."""
+    if settings.lineage is None:
+        if not read_only:
+            settings.lineage_path.parent.mkdir(parents=True, exist_ok=True)
+        return Lineage.open(settings.lineage_path, read_only=read_only)
+    data = settings.lineage_data
+    s3 = s3_config(settings.s3) if data and is_s3_uri(data) else None
+    return Lineage.open(settings.lineage, data_path=data, s3=s3, read_only=read_only)
 
 
 def open_lineage(settings: PipelineSettings) -> Lineage:
-    """This process's handle on the settings' lineage database (opened on first use)."""
-    path = settings.lineage_path
+    """This process's handle on the settings' lineage (opened on first use)."""
+    target = settings.lineage_target
     with _lock:
-        if path not in _open:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _open[path] = Lineage.open(path)
-        return _open[path]
+        if target not in _open:
+            _open[target] = new_lineage(settings)
+        return _open[target]
 
 
 def close_lineage(settings: PipelineSettings) -> None:
-    """Release the database, so that `thinksound status` or the next run can open it."""
+    """Release the lineage, so that `thinksound status` or the next run can open a file lineage."""
     with _lock:
-        handle = _open.pop(settings.lineage_path, None)
+        handle = _open.pop(settings.lineage_target, None)
     if handle is not None:
         handle.close()

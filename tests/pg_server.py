@@ -51,7 +51,11 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    """One PostgreSQL cluster on 127.0.0.1 with its own data directory, socket directory and port."""
+    """One PostgreSQL cluster on 127.0.0.1 with its own data directory, socket directory and port.
+
+    `root` is a new folder the server's user can reach (as root: one directly under /tmp, not inside
+    pytest's private tmp_path).
+    """
 
     def __init__(self, *, root: Path, startup_timeout_s: float = 60.0) -> None:
         bin_dir = pg_bin_dir()

@@ -1,0 +1,307 @@
+"""A shared lineage: DuckLake on a real PostgreSQL catalog with its data files on real S3 (SeaweedFS).
+
+Concurrent `thinksound run` processes, a plain DuckDB session reading what they wrote, data files on
+S3 with no secret stored anywhere, lineage-import, a writer killed mid-commit, PostgreSQL restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from media import make_video
+from pg_server import lakes, pg_server  # noqa: F401 - the fixtures are used by name
+from s3_server import new_bucket_name, s3_server  # noqa: F401 - the fixture is used by name
+
+from storage import Lineage, S3Config
+from storage.ducklake import load_extensions
+from storage.schema import available_migrations
+
+REPO = Path(__file__).resolve().parents[1]
+THINKSOUND = str(Path(sys.executable).with_name("thinksound"))
+T0 = 1_700_000_000.0
+
+
+def _cli_env(s3) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", HF_HUB_OFFLINE="1",
+        THINKSOUND_S3_ENDPOINT=s3.endpoint, AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key,
+        PYTHONPATH=str(REPO),
+    )
+    return env
+
+
+def _reader(catalog: str, data_path: str, s3) -> duckdb.DuckDBPyConnection:
+    """A plain DuckDB session, as a user would open one: extensions, an S3 secret, ATTACH."""
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    load_extensions(con, s3=True)
+    con.execute(
+        f"CREATE SECRET (TYPE s3, KEY_ID '{s3.access_key}', SECRET '{s3.secret_key}', ENDPOINT '{s3.endpoint}', "
+        "USE_SSL false, URL_STYLE 'path', REGION 'us-east-1')"
+    )
+    con.execute(f"ATTACH '{catalog}' AS lake (DATA_PATH '{data_path}', READ_ONLY)")
+    return con
+
+
+def _pg_dump(pg_server, catalog: str) -> str:
+    dbname = catalog.split("dbname=")[1].split()[0]
+    return pg_server._pg("pg_dump", "-h", "127.0.0.1", "-p", str(pg_server.port), "-U", pg_server.user,
+                         dbname).stdout
+
+
+@pytest.fixture(scope="module")
+def overlapping_inputs(tmp_path_factory) -> tuple[Path, Path]:
+    """Two folders that share one video's bytes (under another name) and each hold one broken file."""
+    root = tmp_path_factory.mktemp("shared-inputs")
+    first, second = root / "first", root / "second"
+    first.mkdir()
+    second.mkdir()
+    make_video(first / "a.mp4", duration=1.0, size="32x32")
+    make_video(first / "b.mp4", duration=1.2, size="32x32", pattern="smptebars")
+    shutil.copy(first / "b.mp4", second / "b_again.mp4")
+    make_video(second / "c.mp4", duration=1.1, size="32x32", pattern="rgbtestsrc")
+    (first / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
+    (second / "empty.mp4").write_bytes(b"")
+    return first, second
+
+
+def test_four_concurrent_runs_share_one_lineage(pg_server, s3_server, overlapping_inputs, tmp_path):
+    first, second = overlapping_inputs
+    bucket = new_bucket_name()
+    s3_server.client().make_bucket(bucket)
+    catalog = f"ducklake:postgres:{pg_server.conninfo(pg_server.create_database())}"
+    data_path = f"s3://{bucket}/lineage/"
+    inputs = [first, second, first, second]
+    started = time.monotonic()
+    runs = [
+        subprocess.Popen(
+            [THINKSOUND, "run", str(folder), "--preset", "tiny", "--workdir", str(tmp_path / f"w{n}"),
+             "--store", f"s3://{bucket}/out", "--lineage", catalog, "--lineage-data", data_path,
+             "--steps", "2", "--batch-size", "2"],
+            env=_cli_env(s3_server), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for n, folder in enumerate(inputs)
+    ]
+    outputs = [run.communicate(timeout=900) for run in runs]
+    for run, (_, err) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, err[-3000:]
+    assert time.monotonic() - started < 900
+
+    sources = {str(p.resolve()) for folder in (first, second) for p in folder.iterdir()}
+    with _reader(catalog, data_path, s3_server) as con:
+        status = con.execute("SELECT * FROM lake.item_status").fetchall()
+        columns = [d[0] for d in con.description]
+        by_source = {row[0]: row for row in status}
+        assert len(status) == len(by_source) == len(sources), "one row per source"
+        assert set(by_source) == sources
+        states = {Path(s).name: row[1] for s, row in by_source.items()}
+        assert states == {"a.mp4": "succeeded", "b.mp4": "succeeded", "b_again.mp4": "succeeded",
+                          "c.mp4": "succeeded", "broken.mp4": "failed", "empty.mp4": "failed"}
+        assert all(row[columns.index("error")] for row in status if row[1] == "failed")
+        assert con.execute("SELECT count(*) FROM lake.runs WHERE status = 'completed'").fetchone()[0] == 4
+        for table, key in (("items", "item_id"), ("artifacts", "item_id, kind"), ("cache", "key"),
+                           ("item_state", "run_id, source"), ("run_sources", "run_id, source")):
+            duplicated = con.execute(
+                f"SELECT {key}, count(*) FROM lake.{table} GROUP BY ALL HAVING count(*) > 1").fetchall()
+            assert duplicated == [], f"{table} has duplicated keys: {duplicated}"
+        # Each run computes an item at most once, whatever the others do at the same time.
+        per_run = con.execute(
+            "SELECT run_id, item_id, count(*) FROM lake.stage_attempts WHERE stage = 'synthesis' "
+            "AND status = 'succeeded' GROUP BY ALL HAVING count(*) > 1").fetchall()
+        assert per_run == []
+        for view in ("item_cot", "failures", "run_summary", "stage_timing"):
+            con.execute(f"SELECT * FROM lake.{view}").fetchall()
+    with Lineage.open(tmp_path / "file-lineage.duckdb") as file_lineage:
+        file_columns = [c["column_name"] for c in file_lineage.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'item_status' "
+            "AND table_catalog = current_database() ORDER BY ordinal_position")]
+    assert columns == file_columns, "the same columns as the file backend"
+
+    # Secrets stay in the environment: not in the catalog, its data files, or the runs' parameters.
+    dump = _pg_dump(pg_server, catalog)
+    assert s3_server.secret_key not in dump and s3_server.access_key not in dump
+    client = s3_server.client()
+    for obj in client.list_objects(bucket, prefix="lineage/", recursive=True):
+        body = client.get_object(bucket, obj.object_name).read()
+        assert s3_server.secret_key.encode() not in body
+
+
+def test_data_files_on_s3_and_a_fresh_session_reads_them(pg_server, s3_server, tmp_path):
+    bucket = new_bucket_name()
+    s3_server.client().make_bucket(bucket)
+    catalog = f"ducklake:postgres:{pg_server.conninfo(pg_server.create_database())}"
+    data_path = f"s3://{bucket}/team/lineage"
+    config = S3Config(endpoint=s3_server.endpoint, access_key=s3_server.access_key, secret_key=s3_server.secret_key)
+    with Lineage.open(catalog, data_path=data_path, s3=config) as lin:
+        lin.start_run("r1", input="/data", params={"preset": "tiny"}, started_at=T0)
+        # More rows than DuckLake inlines in the catalog: they become Parquet files under the data path.
+        lin.record_metrics_many("r1", {f"item{n:03d}": {"lufs": -23.0 - n} for n in range(300)})
+        lin.finish_run("r1", "completed")
+    names = [o.object_name for o in s3_server.client().list_objects(bucket, prefix="team/lineage/", recursive=True)]
+    assert any(name.endswith(".parquet") for name in names), names
+    with _reader(catalog, data_path + "/", s3_server) as con:
+        assert con.execute("SELECT count(*), min(value) FROM lake.metrics").fetchone() == (300, -322.0)
+    dump = _pg_dump(pg_server, catalog)
+    assert s3_server.secret_key not in dump
+
+
+_OPENER = """
+import sys
+from storage import Lineage
+with Lineage.open(sys.argv[1], data_path=sys.argv[2]) as lin:
+    print(lin.execute("SELECT max(version) AS v FROM schema_migrations")[0]["v"], flush=True)
+"""
+
+
+def test_processes_opening_a_new_lake_at_once_all_migrate_it(pg_server, tmp_path):
+    catalog = f"ducklake:postgres:{pg_server.conninfo(pg_server.create_database())}"
+    openers = [subprocess.Popen([sys.executable, "-c", _OPENER, catalog, str(tmp_path / "data")], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [(opener.wait(timeout=600), *opener.communicate()) for opener in openers]
+    for code, _, err in results:
+        assert code == 0, err[-3000:]
+    latest = str(available_migrations()[-1].version)
+    assert [out.strip() for _, out, _ in results] == [latest] * 4
+    with Lineage.open(catalog, data_path=str(tmp_path / "data"), read_only=True) as lin:
+        versions = [r["version"] for r in lin.execute("SELECT version FROM schema_migrations ORDER BY version")]
+    # Schema changes conflict, so each is made once; a data-only migration (nothing to change in a new
+    # lake) may be recorded by several of them, which is harmless.
+    assert sorted(set(versions)) == [m.version for m in available_migrations()]
+
+
+def test_a_password_in_the_location_is_refused():
+    with pytest.raises(ValueError, match="PGPASSWORD"):
+        Lineage.open("ducklake:postgres:dbname=x host=127.0.0.1 password=hunter2", data_path="/tmp/x")
+    with pytest.raises(ValueError, match="ducklake:postgres"):
+        Lineage.open("ducklake:sqlite:x.db", data_path="/tmp/x")
+
+
+def test_lineage_import_twice_is_the_same(lakes, tmp_path):
+    old = tmp_path / "old" / "lineage.duckdb"
+    with Lineage.open(old) as lin:
+        lin.start_run("r1", input="/data", params={"preset": "tiny"}, started_at=T0)
+        lin.add_sources("r1", [dict(source=f"/data/v{n}.mp4", item_id=f"i{n}", position=n) for n in range(3)])
+        lin.set_item_states("r1", [dict(source=f"/data/v{n}.mp4", status="succeeded", stage="publish")
+                                   for n in range(3)])
+        lin.record_attempts([dict(run_id="r1", stage="synthesis", status="succeeded", item_id=f"i{n}",
+                                  started_at=T0, finished_at=T0 + 1) for n in range(3)])
+        lin.record_cot(run_id="r1", source="/data/v0.mp4", backend="manifest", caption_cot="rain")
+        lin.finish_run("r1", "completed", finished_at=T0 + 5)
+    catalog = lakes.new()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "THINKSOUND_LINEAGE": catalog,
+           "THINKSOUND_LINEAGE_DATA": str(lakes.data_dir)}
+    counts = []
+    for _ in range(2):
+        done = subprocess.run([THINKSOUND, "lineage-import", str(old)], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        with Lineage.open(catalog, data_path=str(lakes.data_dir), read_only=True) as lake:
+            counts.append({table: lake.execute(f"SELECT count(*) AS n FROM {table}")[0]["n"]
+                           for table in ("runs", "run_sources", "item_state", "stage_attempts", "cot")})
+            assert [r["status"] for r in lake.item_status()] == ["succeeded"] * 3
+    assert counts[0] == counts[1] == {"runs": 1, "run_sources": 3, "item_state": 3, "stage_attempts": 3, "cot": 1}
+    summary = subprocess.run([THINKSOUND, "status", "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert summary.returncode == 0 and '"n_succeeded": 3' in summary.stdout, summary.stderr[-2000:]
+
+
+_WRITER = """
+import sys, time
+from storage import Lineage
+catalog, data, batches, reconnect = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+paced = sys.argv[5] == "paced"
+with Lineage.open(catalog, data_path=data, reconnect_timeout_s=reconnect) as lin:
+    print("open", flush=True)
+    for batch in range(batches):
+        if paced:
+            sys.stdin.readline()
+        lin.record_attempts([dict(run_id=f"b{batch}", stage="qc", status="succeeded", item_id=f"i{n}",
+                                  started_at=1.7e9, finished_at=1.7e9 + 1) for n in range(600)])
+        print(f"batch {batch}", flush=True)
+"""
+
+
+def _writer(catalog: str, data: Path, batches: int, reconnect_s: float, paced: bool = False) -> subprocess.Popen:
+    """A process that writes `batches` batches of 600 attempts (each run_id one batch); a paced one
+    waits for a line on stdin before each batch."""
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(_WRITER), catalog, str(data), str(batches), str(reconnect_s),
+         "paced" if paced else "free"],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _expect(writer: subprocess.Popen, line: str) -> None:
+    got = writer.stdout.readline().strip()
+    if got != line:
+        writer.kill()
+        raise AssertionError(f"writer said {got!r}, not {line!r}: {writer.stderr.read()[-3000:]}")
+
+
+def _go(writer: subprocess.Popen, batches: int) -> None:
+    writer.stdin.write("go\n" * batches)
+    writer.stdin.flush()
+
+
+def _batches(catalog: str, data: Path) -> dict[str, int]:
+    with Lineage.open(catalog, data_path=str(data), read_only=True) as lin:
+        rows = lin.execute("SELECT run_id, count(*) AS n FROM stage_attempts GROUP BY run_id")
+    return {r["run_id"]: r["n"] for r in rows}
+
+
+def test_a_writer_killed_mid_commit_leaves_no_partial_batch(lakes):
+    catalog = lakes.new()
+    writer = _writer(catalog, lakes.data_dir, 50, 60)
+    try:
+        _expect(writer, "open")
+        _expect(writer, "batch 0")
+        writer.send_signal(signal.SIGKILL)  # inside a later batch: three 256-row statements, one commit
+    finally:
+        writer.kill()
+        writer.wait(timeout=60)
+    batches = _batches(catalog, lakes.data_dir)
+    assert batches and set(batches.values()) == {600}, f"every recorded batch is whole: {batches}"
+
+
+def test_postgres_restart_mid_run_waits_then_fails_clearly(lakes, pg_server):
+    catalog = lakes.new()
+    writer = _writer(catalog, lakes.data_dir, 6, 120, paced=True)
+    try:
+        _expect(writer, "open")
+        _go(writer, 1)
+        _expect(writer, "batch 0")
+        pg_server.stop()
+        _go(writer, 5)
+        time.sleep(2)  # the catalog is away while the writer tries batch 1: it must wait, not fail
+        assert writer.poll() is None
+        pg_server.start()
+        out, err = writer.communicate(timeout=300)
+    finally:
+        writer.kill()
+    assert writer.returncode == 0, err[-3000:]
+    assert out.strip().endswith("batch 5")
+    assert _batches(catalog, lakes.data_dir) == {f"b{n}": 600 for n in range(6)}, "nothing lost or doubled"
+
+    # Away longer than the writer waits: a clear failure naming the cause, after the bounded wait.
+    writer = _writer(catalog, lakes.data_dir, 6, 3, paced=True)
+    try:
+        _expect(writer, "open")
+        pg_server.stop()
+        started = time.monotonic()
+        out, err = writer.communicate("go\n" * 6, timeout=120)
+        waited = time.monotonic() - started
+    finally:
+        writer.kill()
+        pg_server.start()
+    assert writer.returncode != 0
+    assert "LineageUnavailable" in err and "unreachable for 3s" in err
+    assert waited >= 3
+    assert _batches(catalog, lakes.data_dir) == {f"b{n}": 600 for n in range(6)}, "finished batches are kept"
