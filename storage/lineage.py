@@ -118,6 +118,7 @@ class Lineage:
                 backend.retrying(lambda: check_current(backend.con))
             else:
                 backend.retrying(lambda: migrate(backend.con, ducklake=not backend.exclusive_writer))
+                backend.prepare_writer()
         except BaseException:
             backend.close()
             raise

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 Statement = tuple[str, Sequence[Any]]
 T = TypeVar("T")
 
+_WRITE_LOCK = "lineage_write_lock"
 _CONFLICT = re.compile(r"^ON CONFLICT \(([^)]*)\) DO (NOTHING|UPDATE SET (.+))$", re.DOTALL)
 
 
@@ -84,6 +85,14 @@ class LineageBackend(ABC):
     def retrying(self, work: Callable[[], T]) -> T:
         """Run `work` (which may span transactions) with this backend's retries."""
         return work()
+
+    def prepare_writer(self) -> None:
+        """Anything a writer needs besides the schema (after migrating); a file needs nothing."""
+        return None
+
+    def serialize_upserts(self) -> None:
+        """Call inside a transaction that upserts: see `DuckLakeBackend`; a file's keys do it already."""
+        return None
 
     def close(self) -> None:
         self.con.close()
@@ -177,10 +186,32 @@ class DuckLakeBackend(LineageBackend):
             statements.append((sql, [value for row in chunk for value in row]))
         self.write(statements)
 
+    def prepare_writer(self) -> None:
+        def create() -> None:
+            self.con.execute(f"CREATE TABLE IF NOT EXISTS {_WRITE_LOCK} (n BIGINT NOT NULL)")
+            if not self.con.execute(f"SELECT count(*) FROM {_WRITE_LOCK}").fetchone()[0]:
+                self.con.execute(f"INSERT INTO {_WRITE_LOCK} VALUES (0)")
+
+        self.retrying(create)
+
+    def serialize_upserts(self) -> None:
+        """Make concurrent upserting transactions conflict, so that one of them retries.
+
+        DuckLake lets two transactions that insert into one table both commit: two writers whose MERGE
+        found no row for a new key (an item two runs met at once) would both insert it. Every upserting
+        transaction also updates the one row of `lineage_write_lock`, and two transactions that update
+        one table conflict: the later one retries, and its MERGE then finds the row.
+        """
+        self.con.execute(f"UPDATE {_WRITE_LOCK} SET n = n + 1")
+
     def write(self, statements: Sequence[Statement]) -> None:
+        upserts = any(sql.startswith("MERGE") for sql, _ in statements)
+
         def attempt() -> None:
             self.con.begin()
             try:
+                if upserts:
+                    self.serialize_upserts()
                 for sql, params in statements:
                     self.con.execute(sql, params)
                 self.con.commit()

@@ -57,6 +57,7 @@ def merge_lineage(lin: Lineage, other: str | Path, *, timeout_s: float = 60.0) -
         con = lin._con
         con.begin()
         try:
+            lin._backend.serialize_upserts()
             for table, (key, rule) in _TABLES.items():
                 rows = incoming[table]
                 if rows.num_rows == 0:

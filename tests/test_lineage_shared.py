@@ -20,6 +20,7 @@ import pytest
 from media import make_video
 from pg_server import lakes, pg_server  # noqa: F401 - the fixtures are used by name
 from s3_server import new_bucket_name, s3_server  # noqa: F401 - the fixture is used by name
+from test_deployments import prefect_server  # noqa: F401 - the fixture is used by name
 
 from storage import Lineage, S3Config
 from storage.ducklake import load_extensions
@@ -74,7 +75,10 @@ def overlapping_inputs(tmp_path_factory) -> tuple[Path, Path]:
     return first, second
 
 
-def test_four_concurrent_runs_share_one_lineage(pg_server, s3_server, overlapping_inputs, tmp_path):
+def test_four_concurrent_runs_share_one_lineage(pg_server, s3_server, prefect_server, overlapping_inputs, tmp_path):
+    # One Prefect server for the four runs, as a team runs them (rather than an embedded API per run).
+    env = {**_cli_env(s3_server), "PREFECT_API_URL": prefect_server["PREFECT_API_URL"],
+           "PREFECT_HOME": prefect_server["PREFECT_HOME"]}
     first, second = overlapping_inputs
     bucket = new_bucket_name()
     s3_server.client().make_bucket(bucket)
@@ -87,7 +91,7 @@ def test_four_concurrent_runs_share_one_lineage(pg_server, s3_server, overlappin
             [THINKSOUND, "run", str(folder), "--preset", "tiny", "--workdir", str(tmp_path / f"w{n}"),
              "--store", f"s3://{bucket}/out", "--lineage", catalog, "--lineage-data", data_path,
              "--steps", "2", "--batch-size", "2"],
-            env=_cli_env(s3_server), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for n, folder in enumerate(inputs)
     ]
@@ -176,6 +180,28 @@ def test_processes_opening_a_new_lake_at_once_all_migrate_it(pg_server, tmp_path
     # Schema changes conflict, so each is made once; a data-only migration (nothing to change in a new
     # lake) may be recorded by several of them, which is harmless.
     assert sorted(set(versions)) == [m.version for m in available_migrations()]
+
+
+def test_two_writers_inserting_one_new_key_conflict_and_the_later_one_updates(lakes):
+    """DuckLake would let two MERGEs that both found no row insert the same key twice."""
+    catalog = lakes.new()
+    first = Lineage.open(catalog, data_path=str(lakes.data_dir))
+    second = Lineage.open(catalog, data_path=str(lakes.data_dir))
+    try:
+        sql = first._backend.insert_sql("cache", ("key", "kind", "uri", "created_at"), 1,
+                                        "ON CONFLICT (key) DO UPDATE SET uri = excluded.uri")
+        for handle, uri in ((first, "file:///one"), (second, "file:///two")):
+            handle._con.begin()
+            handle._backend.serialize_upserts()
+            handle._con.execute(sql, ["k", "features", uri, "2026-01-01"])
+        first._con.commit()
+        with pytest.raises(duckdb.TransactionException, match="conflict"):
+            second._con.commit()
+        second.cache_put("k", "features", "file:///two")  # the retried write finds the row
+        assert first.execute("SELECT uri FROM cache WHERE key = 'k'") == [{"uri": "file:///two"}]
+    finally:
+        first.close()
+        second.close()
 
 
 def test_a_password_in_the_location_is_refused():
