@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import errno
 import logging
 import sys
 import tempfile
@@ -20,51 +19,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from flows.reasons import describe
+
 console = Console(stderr=True)
-
-_S3_REFUSED = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken")
-_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def describe(exc: BaseException) -> str:
-    """The cause of a fatal error in one line: what failed, then the system's own words."""
-    from storage import StorageError, TransientStorageError
-
-    for cause in _chain(exc):
-        if isinstance(cause, OSError) and cause.errno in _NO_SPACE:
-            where = f" writing {cause.filename}" if cause.filename else ""
-            return f"disk full{where}: {cause.strerror}"
-        if isinstance(cause, OSError) and cause.errno in _NOT_WRITABLE:
-            where = f" {cause.filename}" if cause.filename else ""
-            return f"cannot write{where}: {cause.strerror} (is the work directory read-only?)"
-        message = _first_line(cause)
-        if "No space left on device" in message:
-            return f"disk full: {message}"
-        if "Read-only file system" in message or "Permission denied" in message:
-            return f"cannot write: {message} (is the work directory read-only?)"
-        if isinstance(cause, StorageError):
-            if any(code in message for code in _S3_REFUSED):
-                return f"S3 refused the credentials (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY): {message}"
-            if isinstance(cause, TransientStorageError):
-                return f"the artifact store is unreachable: {message}"
-            return f"artifact store error: {message}"
-    return f"{type(exc).__name__}: {_first_line(exc)}"
-
 
 def _write_traceback(workdir: Path, exc: BaseException) -> Path | None:
     """The traceback in WORKDIR/logs/, or in the temporary directory when the work directory cannot

@@ -17,6 +17,7 @@ from prefect.states import Completed, Failed, State
 from cot_prompts import VllmServer
 from cot_prompts.server import CPU_SERVER_ARGS, CPU_SERVER_ENV
 from flows.pipeline import process_items
+from flows.reasons import stop_reason
 from flows.report import publish_report, publish_summary
 from flows.shards import SHARD_DEPLOYMENT, fan_out, take_shard
 from tasks import preflight
@@ -131,6 +132,23 @@ def cot_server(settings: PipelineSettings) -> Iterator[PipelineSettings]:
         yield settings.model_copy(update={"cot": cot})
 
 
+# The fields of a state row that identify it and say where it stands (a source may be segmented).
+_STATE_FIELDS = ("source", "segment", "item_id", "status", "stage")
+
+
+def _record_stop(lin, run_id: str, exc: BaseException) -> None:
+    """The items an error stopped (an S3 outage, a full disk, SIGTERM) record why, so lineage says more
+    than "crashed"; they stay unfinished, so an earlier outcome of the same source still shows."""
+    try:
+        unfinished = [r for r in lin.run_states(run_id) if r["status"] not in ("succeeded", "failed", "rejected")]
+        lin.set_item_states(
+            run_id,
+            [{**{k: r[k] for k in _STATE_FIELDS if k in r}, "error": stop_reason(exc, r["stage"])} for r in unfinished],
+        )
+    except Exception:  # the lineage itself may be what failed (a full disk): the original error matters
+        get_run_logger().warning("could not record why run %s stopped", run_id, exc_info=True)
+
+
 def run_sources(
     items: list[WorkItem],
     settings: PipelineSettings,
@@ -159,7 +177,8 @@ def run_sources(
     try:
         with cot_server(settings) as active, quiet_progress_bars():
             done, stage_seconds = process_items(items, active, run_id, lin)
-    except BaseException:
+    except BaseException as exc:
+        _record_stop(lin, run_id, exc)
         lin.finish_run(run_id, "crashed")
         close_lineage(settings)
         raise

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 from media import make_video
 from s3_server import ACCESS_KEY, new_bucket_name, s3_server  # noqa: F401 - the fixture is used by name
@@ -56,6 +57,9 @@ def test_s3_down(videos, tmp_path):
                 THINKSOUND_S3_ENDPOINT=f"127.0.0.1:{_free_port()}", AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s")
     log = _assert_one_line_error(done, "the artifact store is unreachable")
     assert log.parent == tmp_path / "w" / "logs"
+    with duckdb.connect(str(tmp_path / "w" / "lineage.duckdb"), read_only=True) as con:
+        (status, error) = con.execute("SELECT status, error FROM item_status").fetchone()
+    assert status == "failed" and "the artifact store is unreachable" in error, error
 
 
 def test_s3_refuses_the_keys(videos, tmp_path, s3_server):  # noqa: F811 - pytest fixture argument

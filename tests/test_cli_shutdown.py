@@ -73,8 +73,10 @@ def test_sigterm_to_run_stops_every_child_and_keeps_finished_work(tmp_path):
     with duckdb.connect(str(workdir / "lineage.duckdb"), read_only=True) as con:
         (run_status,) = con.execute("SELECT status FROM runs").fetchone()
         succeeded = con.execute("SELECT count(*) FROM item_status WHERE status = 'succeeded'").fetchone()[0]
+        stopped = [r[0] for r in con.execute("SELECT error FROM item_status WHERE status <> 'succeeded'").fetchall()]
     assert run_status == "crashed"
     assert 1 <= succeeded == published < 6
+    assert stopped and all("stopped by SIGTERM" in reason for reason in stopped), stopped
 
 
 def test_sigint_to_demo_stops_every_child(tmp_path):
