@@ -55,8 +55,9 @@ def failed_then_reprocessed(tmp_path_factory):
     videos.mkdir()
     make_video(videos / "fine.mp4", duration=1.2, size="32x32")
     (videos / "later.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
+    # Relative paths, as typed in a shell: the reprocess below runs from another directory.
     first = thinksound(
-        "run", str(videos), "--preset", "tiny", "--workdir", "w", "--steps", "4", "--seed", "7",
+        "run", "videos", "--preset", "tiny", "--workdir", "w", "--steps", "4", "--seed", "7",
         "--cfg-scale", "2", cwd=root,
     )
     make_video(videos / "later.mp4", duration=1.0, size="32x32")
