@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import errno
+import signal
 from collections.abc import Iterator
+
+from prefect.exceptions import TerminationSignal
 
 from flows.shutdown import Interrupted
 
@@ -56,6 +59,8 @@ def stop_reason(exc: BaseException, stage: str | None) -> str:
     last_stage = f" (last stage: {stage or 'none'})"
     if isinstance(exc, Interrupted):
         return f"run {exc} before the item finished{last_stage}"
+    if isinstance(exc, TerminationSignal):  # Prefect's own SIGTERM handler, while a flow runs
+        return f"run stopped by {signal.Signals(exc.signal).name} before the item finished{last_stage}"
     if isinstance(exc, KeyboardInterrupt):
         return f"run interrupted before the item finished{last_stage}"
     return f"run stopped before the item finished{last_stage}: {describe(exc)}"
