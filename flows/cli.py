@@ -163,7 +163,17 @@ def _finish(state, workdir: Path) -> None:
 Preset = Annotated[str, typer.Option(help="'tiny' (random weights, noise) or 'thinksound'.")]
 Weights = Annotated[str | None, typer.Option(help="Checkpoint dir or hub repo (thinksound preset).")]
 Store = Annotated[str | None, typer.Option(help="Artifact store: a directory or s3://bucket/prefix.")]
-MaxDuration = Annotated[float | None, typer.Option(help="Seconds of each video to dub.")]
+MaxDuration = Annotated[
+    float | None, typer.Option(help="Longest video accepted, in seconds (default 600); see --truncate.")
+]
+Truncate = Annotated[
+    bool | None, typer.Option("--truncate/--no-truncate", help="Dub the first --max-duration s of longer videos.")
+]
+Join = Annotated[
+    str | None,
+    typer.Option(help="How windows of videos over 9 s join: 'multidiffusion' (default, latent space) or 'crossfade'."),
+]
+WindowOverlap = Annotated[float | None, typer.Option(help="Overlap of neighbouring windows, in seconds (default 1).")]
 LoudnessTarget = Annotated[float | None, typer.Option(help="LUFS target.")]
 MaxRegenerations = Annotated[int | None, typer.Option(help="Retries with new seeds on QC failure.")]
 CotUrl = Annotated[str | None, typer.Option(help="vLLM OpenAI-compatible URL, e.g. http://host:8000/v1.")]
@@ -189,6 +199,9 @@ def run(
     cfg_scale: float = 5.0,
     seed: int = 0,
     max_duration: MaxDuration = None,
+    truncate: Truncate = None,
+    join: Join = None,
+    window_overlap: WindowOverlap = None,
     loudness_target: LoudnessTarget = None,
     max_regenerations: MaxRegenerations = None,
     best_of: BestOf = None,
@@ -227,6 +240,7 @@ def run(
             _given(
                 preset=preset, weights=weights, store=store, device=device, precision=precision,
                 batch_size=batch_size, steps=steps, cfg_scale=cfg_scale, seed=seed, max_duration_sec=max_duration,
+            truncate=truncate, join=join, window_overlap_sec=window_overlap,
                 artifact_base_url=artifact_base_url, link_expiry_s=link_expiry,
                 executor=executor, ray_address=ray_address, ray_workers=ray_workers, ray_gpus=ray_gpus,
                 input_roots=tuple(input_root) if input_root else None,
@@ -275,6 +289,9 @@ def reprocess(
     cfg_scale: float | None = None,
     seed: int | None = None,
     max_duration: MaxDuration = None,
+    truncate: Truncate = None,
+    join: Join = None,
+    window_overlap: WindowOverlap = None,
     loudness_target: LoudnessTarget = None,
     max_regenerations: MaxRegenerations = None,
     best_of: BestOf = None,
@@ -292,6 +309,7 @@ def reprocess(
         overrides = _given(
             preset=preset, weights=weights, store=store, device=device, precision=precision,
             batch_size=batch_size, steps=steps, cfg_scale=cfg_scale, seed=seed, max_duration_sec=max_duration,
+            truncate=truncate, join=join, window_overlap_sec=window_overlap,
             cot={"url": cot_url, "model": cot_model, "prompt_version": cot_prompt},
             quality={"loudness_target_lufs": loudness_target, "max_regenerations": max_regenerations,
                          "best_of": best_of},

@@ -18,7 +18,7 @@ PIPELINE_CODE_VERSION = "1"
 # Bump when anything that changes a listening score changes (front ends, windows, QC model code).
 QC_CODE_VERSION = "1"
 # Part of every result key: bump it when synthesis output changes for the same inputs
-# (2: the audio covers the whole clip, see `tasks.synthesis.covering_duration`).
+# (2: the audio covers the whole clip, see `thinksound.windows.covering_duration`).
 SYNTHESIS_CODE_VERSION = "2"
 # Durations are rounded up to this grid so that similar clips share a synthesis bucket; the audio is
 # trimmed back to the exact duration before publishing.
@@ -108,6 +108,8 @@ def result_key(item: WorkItem, settings: PipelineSettings) -> str:
         settings.quality.model_dump(),
         # A reprocessed item starts at a later generation: new seeds, so a new result.
         item.generation,
+        # Per-window CoTs (manifest or MLLM): editing one changes the result.
+        *([item.window_cots] if item.window_cots else []),
     )
 
 

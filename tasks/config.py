@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from storage.ducklake import check_catalog
 
 Precision = Literal["fp32", "bf16", "fp16"]
+# How the windows of a video longer than the generator's native length are joined (thinksound/windows.py).
+JoinMode = Literal["multidiffusion", "crossfade"]
 # Where the stages compute: in this process, or on a Ray cluster (the flow stays in this process).
 Executor = Literal["local", "ray"]
 # A running cluster's GCS address (`ray start --head` prints it), a Ray Client URI, or "auto".
@@ -35,6 +37,8 @@ class QualitySettings(BaseModel):
     max_true_peak_dbtp: float = -1.0
     loudness_target_lufs: float = -23.0
     max_regenerations: int = Field(0, ge=0, le=10)
+    # Level jump across a window seam (short-term RMS just before vs just after its fade).
+    max_seam_jump_db: float = Field(12.0, gt=0)
     # Listening checks (thinksound.qc): candidates drawn per item and per generation, then the gates.
     best_of: int = Field(1, ge=1, le=16)
     listen: bool = True
@@ -115,7 +119,12 @@ class PipelineSettings(BaseModel):
     cfg_scale: float = Field(5.0, ge=0)
     seed: int = 0
     batch_size: int = Field(8, ge=1, le=1024)
-    max_duration_sec: float = Field(10.0, gt=0)
+    # The longest video accepted; a longer one fails its item unless `truncate` dubs its first part.
+    max_duration_sec: float = Field(600.0, gt=0)
+    truncate: bool = False
+    # Windows of longer videos: joined in latent space by default (one coherent track; see README).
+    join: JoinMode = "multidiffusion"
+    window_overlap_sec: float = Field(1.0, gt=0, le=3.0)
     store: str | None = None
     # Report links: presigned S3 URLs live this long (S3's limit is 7 days); a local store's outputs
     # are linked under `artifact_base_url` when it is set (where `thinksound serve` serves them).
@@ -203,6 +212,8 @@ class PipelineSettings(BaseModel):
             "steps": self.steps,
             "cfg_scale": self.cfg_scale,
             "seed": self.seed,
+            "join": self.join,
+            "window_overlap_sec": self.window_overlap_sec,
         }
 
 

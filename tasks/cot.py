@@ -14,6 +14,8 @@ from tasks.handles import Handles
 from tasks.items import WorkItem, batch_share
 from tasks.records import LineageRecords, StageResult
 from tasks.retry import stage_task
+from tasks.window_cot import describe_windows
+from tasks.windows import parse_window_cots
 
 
 def _make_backends(
@@ -55,15 +57,29 @@ def _apply(item: WorkItem, result: CotResult) -> None:
     item.stage = "features"
 
 
-def _request(item: WorkItem) -> CotRequest:
+def _request(item: WorkItem, caption_cot: str | None = None) -> CotRequest:
+    # With per-window CoTs the whole video's CoT comes from its caption alone (template or none).
+    whole_cot = None if item.window_cots else item.provided_cot
     return CotRequest(
         item_id=item.item_id,
         video_path=item.local_path,
         duration_sec=item.duration_sec,
         caption=item.provided_caption,
-        caption_cot=item.provided_cot,
+        caption_cot=caption_cot if caption_cot is not None else whole_cot,
         start_sec=item.start_sec,
     )
+
+
+def _fit_window_cots(item: WorkItem, provided: ProvidedBackend) -> None:
+    """Each window CoT goes through the same T5 budget as a whole-video one."""
+    fitted = []
+    for entry in item.window_cots or []:
+        result = provided.describe(_request(item, caption_cot=str(entry["cot"])))
+        if result.error:
+            item.fail("cot", f"window CoT [{entry['start']}, {entry['end']}] s: {result.error}")
+            return
+        fitted.append({**entry, "cot": result.caption_cot})
+    item.window_cots = fitted or None
 
 
 def run_cot(handles: Handles, batch: Batch) -> StageResult:
@@ -81,6 +97,11 @@ def run_cot(handles: Handles, batch: Batch) -> StageResult:
     backends = {b.identity: b for b in (provided, mllm) if b is not None}
     missing: dict[str, list[WorkItem]] = defaultdict(list)
     for item in (i for i in items if i.is_pending):
+        try:
+            item.window_cots = parse_window_cots(item.provided_cot)
+        except ValueError as exc:
+            item.fail("cot", str(exc))
+            continue
         backend = backend_for(item)
         item.cot_key = cot_cache_key(_request(item), backend.identity, prompt.hash)
         key = f"cot/{item.cot_key}.json"
@@ -102,6 +123,11 @@ def run_cot(handles: Handles, batch: Batch) -> StageResult:
                     content_type="application/json",
                 )
             _book(records, item, None, prompt, *batch_share(started, finished, n, len(group)))
+    if mllm is not None:
+        describe_windows(items, settings, mllm, store, prompt.hash)
+    for item in items:
+        if item.is_pending and item.window_cots:
+            _fit_window_cots(item, provided)
     return StageResult(items, records)
 
 

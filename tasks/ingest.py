@@ -69,7 +69,13 @@ def _segment_duration(item: WorkItem, video_duration: float, settings: PipelineS
         raise VideoDecodeError(
             f"start {item.start_sec:.2f} s is beyond the end of the video ({video_duration:.2f} s)"
         )
-    duration = item.requested_duration_sec or min(available, settings.max_duration_sec)
+    limit = settings.max_duration_sec
+    if item.requested_duration_sec is None and available > limit + 1e-6 and not settings.truncate:
+        raise VideoDecodeError(
+            f"too long: {available:.2f} s of video, the limit is {limit:g} s (--max-duration); "
+            f"pass --truncate to dub its first {limit:g} s"
+        )
+    duration = item.requested_duration_sec or min(available, limit)
     duration = min(duration, available)
     if duration < MIN_CONDITIONING_SEC:
         raise VideoDecodeError(

@@ -61,6 +61,10 @@ class WorkItem:
     generation: int = 0
     raw_audio_key: str | None = None
     candidates: list[dict[str, object]] = field(default_factory=list)
+    # Per-window CoTs from the manifest ({"start", "end", "cot"}), and the windows (tasks/windows.py).
+    window_cots: list[dict[str, object]] | None = None
+    windows: list[dict[str, object]] = field(default_factory=list)
+    seams: list[dict[str, float]] = field(default_factory=list)
 
     status: Status = "pending"
     stage: str = "ingest"
@@ -120,6 +124,8 @@ _OUTCOME_FIELDS = (
     "result_key",
     "seed",
     "generation",
+    "windows",
+    "seams",
     "status",
     "stage",
     "error",

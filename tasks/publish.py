@@ -17,6 +17,7 @@ from tasks.quality import SAMPLE_RATE, candidate_summary, load_audio, thresholds
 from tasks.records import LineageRecords, StageResult, attach_partial
 from tasks.retry import stage_task
 from tasks.scratch import own_scratch
+from tasks.windows import windows_summary
 from thinksound.media import DUBBED_CONTAINER, MuxError, mux_audio, needs_reencode, wav_bytes
 from thinksound.quality import measure_after_gain, normalize_loudness
 
@@ -82,6 +83,9 @@ def _publish_one(handles: Handles, item: WorkItem, settings: PipelineSettings, s
         "candidates": [candidate_summary(c) for c in item.candidates],
         "qc_models": listening_version(settings) if settings.quality.listen else None,
         "params": settings.synthesis_params(),
+        "join": settings.join if len(item.windows) > 1 else None,
+        "windows": windows_summary(item),
+        "seams": item.seams,
         "generator": generator_version(settings),
         "note": RANDOM_MODEL_NOTE if settings.preset == "tiny" else None,
     }

@@ -21,9 +21,11 @@ from tasks.handles import Handles
 from tasks.items import WorkItem, batch_share, jsonable
 from tasks.records import LineageRecords, StageResult
 from tasks.retry import stage_task
+from tasks.windows import item_plan
 from thinksound.features import VideoFeatures
 from thinksound.qc.selection import SCORE_NAMES, failed_listening, first_sentence, rank_key
 from thinksound.quality import QualityThresholds, badness, failed_checks, measure
+from thinksound.seams import seam_jumps_db, window_silence_ratios
 
 SAMPLE_RATE = 44100
 
@@ -75,6 +77,39 @@ def _rank(cand: dict, limits: QualityThresholds) -> tuple:
     return (gates, desync, clap, signal_tiebreak, order)
 
 
+def _check_windows(item: WorkItem, audio: np.ndarray, metrics: dict, settings: PipelineSettings) -> list[str]:
+    """Seams and windows of a joined track: records each seam's level jump, marks the windows a
+    regeneration should redraw, and returns the seam failures."""
+    plan = item_plan(item, settings)
+    hop_sec = plan.hop / plan.sample_rate
+    fades = [(a * hop_sec, b * hop_sec) for a, b in plan.fades]
+    jumps = seam_jumps_db(audio, SAMPLE_RATE, fades)
+    limit = settings.quality.max_seam_jump_db
+    item.seams = [
+        {"index": n, "at_sec": round(plan.seam_sec(n), 4), "level_jump_db": round(jump, 3)}
+        for n, jump in enumerate(jumps)
+    ]
+    metrics["max_seam_jump_db"] = max((abs(j) for j in jumps), default=0.0)
+    bounds = [0.0, *(plan.seam_sec(n) for n in range(len(fades))), item.duration_sec]
+    silence = window_silence_ratios(
+        audio,
+        SAMPLE_RATE,
+        list(zip(bounds[:-1], bounds[1:], strict=True)),
+        threshold_dbfs=settings.quality.silence_threshold_dbfs,
+    )
+    failed = {n for n, ratio in enumerate(silence) if ratio > settings.quality.max_silence_ratio}
+    seam_reasons = []
+    for n, jump in enumerate(jumps):
+        if abs(jump) > limit:
+            failed.add(n + 1)
+            seam_reasons.append(f"seam {n} at {plan.seam_sec(n):.2f} s: level jumps {jump:+.1f} dB (max {limit:g} dB)")
+    # A failure the windows explain is local: only those windows are redrawn. Otherwise all are.
+    local = bool(failed) and len(failed) < len(item.windows)
+    for window in item.windows:
+        window["failed"] = local and window["index"] in failed
+    return seam_reasons
+
+
 def _assess(handles: Handles, items: list[WorkItem], settings: PipelineSettings) -> None:
     """Judge every candidate not judged yet, then point each item at its best candidate."""
     limits = thresholds(settings.quality)
@@ -90,6 +125,10 @@ def _assess(handles: Handles, items: list[WorkItem], settings: PipelineSettings)
         # True peak and clipping are judged after loudness normalisation, at publish time; here the
         # generator's raw (peak-normalised) output is judged for what the model itself got wrong.
         cand["reasons"] = [r for r in failed_checks(cand["metrics"], limits) if not r.startswith("true peak")]
+        if len(item.windows) > 1:
+            cand["reasons"] += _check_windows(item, audio, cand["metrics"], settings)
+            cand["seams"] = item.seams
+            cand["failed_windows"] = [w["index"] for w in item.windows if w.get("failed")]
     if settings.quality.listen:
         _listen(handles, fresh, settings)
         for item, cand, _ in fresh:
@@ -102,6 +141,9 @@ def _assess(handles: Handles, items: list[WorkItem], settings: PipelineSettings)
         item.metrics = dict(best["metrics"])
         item.scores = dict(best.get("scores", {}))
         item.rejection_reasons = list(best["reasons"])
+        item.seams = list(best.get("seams") or [])
+        for window in item.windows:
+            window["failed"] = window["index"] in best.get("failed_windows", [])
 
 
 def candidate_summary(cand: dict) -> dict[str, object]:

@@ -1,32 +1,28 @@
-"""Synthesis stage: flow-matching generation in duration buckets, ``best_of`` seeds per item in one batch."""
+"""Synthesis stage: generation in window-length buckets, ``best_of`` seeds per item, one seed per window."""
 
 from __future__ import annotations
 
 import io
-import math
 import time
 from collections import defaultdict
 
 import numpy as np
 
-from tasks.cache_keys import generation_duration, generator_version, item_seed, raw_audio_key, result_key
+from tasks.cache_keys import generator_version, item_seed, raw_audio_key, result_key
 from tasks.config import PipelineSettings
 from tasks.executors import Batch, Executor
 from tasks.handles import Handles
 from tasks.items import WorkItem, batch_share
 from tasks.records import LineageRecords, StageResult
 from tasks.retry import stage_task
-from thinksound import peak_normalize, synthesize
+from tasks.windows import assign_seeds, item_plan, redraw_regenerated_windows, windows_summary
+from thinksound import peak_normalize
 from thinksound.features import Features, TextFeatures, VideoFeatures
+from thinksound.long_form import synthesize_windows
+from thinksound.windows import WindowPlan
 
-
-def _features(handles: Handles, item: WorkItem, settings: PipelineSettings) -> Features:
-    store = handles.store(settings)
-    video = VideoFeatures.from_bytes(store.get_bytes(item.video_features_key))
-    text = (
-        TextFeatures.from_bytes(store.get_bytes(item.text_features_key)) if item.text_features_key else None
-    )
-    return Features(video=video, text=text)
+# Windows sampled in one model call at most (a 10-minute video has 75), bounding the DiT batch.
+WINDOWS_PER_CALL = 96
 
 
 def _npy_bytes(audio: np.ndarray) -> bytes:
@@ -35,46 +31,64 @@ def _npy_bytes(audio: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def covering_duration(sample_rate: int, hop: int, latent_len: int, duration_sec: float) -> float:
-    """The duration to ask the generator for so that its audio covers `duration_sec` entirely.
-
-    The latent count follows predict.py's rounding, so it can fall up to half a VAE hop short (a 2.0 s
-    clip gets 43 hops, 88,064 samples for 88,200): one more latent frame covers it, and the audio is
-    trimmed back. The model maths stays the original's; only the requested length grows.
-    """
-    if latent_len * hop >= math.ceil(duration_sec * sample_rate - 1e-6):
-        return duration_sec
-    return duration_sec + hop / sample_rate
+def _window_features(handles: Handles, window: dict, settings: PipelineSettings) -> Features:
+    store = handles.store(settings)
+    video = VideoFeatures.from_bytes(store.get_bytes(window["video_features_key"]))
+    key = window["text_features_key"]
+    text = TextFeatures.from_bytes(store.get_bytes(key)) if key else None
+    return Features(video=video, text=text)
 
 
 def _synthesize_group(
-    handles: Handles, items: list[WorkItem], duration_sec: float, settings: PipelineSettings
+    handles: Handles, items: list[WorkItem], plans: list[WindowPlan], settings: PipelineSettings
 ) -> list[list[tuple[int, np.ndarray]]]:
-    """Per item, its ``best_of`` candidates as (seed, audio), all generated in one batch."""
+    """Per item, its ``best_of`` candidates as (seed, audio), every window of every candidate in one call:
+    windows of many videos batch together. A candidate's window k is seeded from the candidate's item
+    seed (of the generation the window was last drawn at) and k."""
     gen = handles.generator(settings)
     draws = settings.quality.best_of
-    features = [_features(handles, i, settings) for i in items]
-    batch = Features.collate([f for f in features for _ in range(draws)])
-    seeds = [item_seed(settings.seed, i.item_id, i.generation, k) for i in items for k in range(draws)]
-    config = gen.config
-    latent_len, _, _ = config.seq_lengths(duration_sec)
-    audio = synthesize(
+    features = [[_window_features(handles, w, settings) for w in i.windows] for i in items]
+    batch = Features.collate([f for fs in features for _ in range(draws) for f in fs])
+    seeds, window_seeds, plan_list = [], [], []
+    for item, plan in zip(items, plans, strict=True):
+        redraw_regenerated_windows(item)
+        for k in range(draws):
+            seeds.append(item_seed(settings.seed, item.item_id, item.generation, k))
+            window_seeds.append(assign_seeds(item, lambda g, i=item, k=k: item_seed(settings.seed, i.item_id, g, k)))
+            plan_list.append(plan)
+        # The windows record the seeds of the first candidate.
+        assign_seeds(item, lambda g, i=item: item_seed(settings.seed, i.item_id, g))
+    audio = synthesize_windows(
         gen,
         batch,
-        duration_sec=covering_duration(config.sample_rate, config.downsampling_ratio, latent_len, duration_sec),
-        seeds=seeds,
+        plan_list,
+        window_seeds,
+        join=settings.join,
         steps=settings.steps,
         cfg_scale=settings.cfg_scale,
         precision=settings.precision,
     )
-    audio = peak_normalize(audio).float().cpu().numpy()
+    sr = gen.config.sample_rate
+    clips = [peak_normalize(a[None])[0].cpu().numpy() for a in audio]
     return [
         [
-            (seeds[n * draws + k], audio[n * draws + k][:, : round(item.duration_sec * config.sample_rate)])
+            (seeds[n * draws + k], clips[n * draws + k][:, : round(item.duration_sec * sr)])
             for k in range(draws)
         ]
         for n, item in enumerate(items)
     ]
+
+
+def _pack(members: list[tuple[WorkItem, WindowPlan]], draws: int) -> list[list[tuple[WorkItem, WindowPlan]]]:
+    """Split a bucket into model calls of at most WINDOWS_PER_CALL windows (an item's windows are
+    sampled together, so a longer item gets a call of its own)."""
+    calls: list[list[tuple[WorkItem, WindowPlan]]] = [[]]
+    for item, plan in members:
+        count = sum(len(p.windows) * draws for _, p in calls[-1])
+        if calls[-1] and count + len(plan.windows) * draws > WINDOWS_PER_CALL:
+            calls.append([])
+        calls[-1].append((item, plan))
+    return calls
 
 
 def run_synthesis(handles: Handles, batch: Batch) -> StageResult:
@@ -82,14 +96,19 @@ def run_synthesis(handles: Handles, batch: Batch) -> StageResult:
     settings = batch.settings
     store = handles.store(settings)
     records = LineageRecords(batch.run_id)
-    buckets: dict[tuple[float, bool], list[WorkItem]] = defaultdict(list)
+    buckets: dict[tuple[float, bool], list[tuple[WorkItem, WindowPlan]]] = defaultdict(list)
     for item in (i for i in batch.items if i.is_pending):
         item.result_key = item.result_key or result_key(item, settings)
-        buckets[(generation_duration(item.duration_sec), item.text_features_key is not None)].append(item)
-    for (duration, _), group in sorted(buckets.items()):
+        plan = item_plan(item, settings)
+        # Windows share a bucket when they share a length: every long video's windows are 9 s.
+        buckets[(plan.window_sec, item.text_features_key is not None)].append((item, plan))
+    draws = settings.quality.best_of
+    calls = [(key[0], call) for key, members in sorted(buckets.items()) for call in _pack(members, draws)]
+    for duration, members in calls:
+        group = [i for i, _ in members]
         started = time.time()
         try:
-            clips = _synthesize_group(handles, group, duration, settings)
+            clips = _synthesize_group(handles, group, [p for _, p in members], settings)
         except (ValueError, RuntimeError) as exc:
             # A model error (bad shapes, out of memory) fails this bucket's items, not the run.
             for item in group:
@@ -120,6 +139,7 @@ def run_synthesis(handles: Handles, batch: Batch) -> StageResult:
                     "generation": item.generation,
                     "bucket_duration_sec": duration,
                     "batch_size": len(group),
+                    "windows": windows_summary(item),
                 },
                 model_version=generator_version(settings),
                 started_at=item_started,

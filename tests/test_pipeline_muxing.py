@@ -55,10 +55,11 @@ def test_every_published_video_keeps_every_source_frame(tmp_path):
 
 
 def test_covering_duration_adds_a_latent_frame_only_when_rounding_falls_short():
-    from tasks.synthesis import covering_duration
+    from thinksound.config import TINY
+    from thinksound.windows import covering_duration
 
     # 2.0 s: round(44100 / 2048 * 2) = 43 hops = 88,064 samples < 88,200.
-    longer = covering_duration(44_100, 2048, 43, 2.0)
+    longer = covering_duration(TINY, 2.0)
     assert round(44_100 / 2048 * longer) * 2048 >= 88_200 and int(longer) == 2
     # 3.0 s: 65 hops = 133,120 samples already cover 132,300.
-    assert covering_duration(44_100, 2048, 65, 3.0) == 3.0
+    assert covering_duration(TINY, 3.0) == 3.0
