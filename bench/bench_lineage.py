@@ -1,5 +1,10 @@
 """Lineage benchmark: the file backend (reference) against a DuckLake on a real PostgreSQL catalog.
 
+Measured here (2 cores shared with other jobs, load average ~20, so absolute times are inflated):
+100-item run: file 3.3 s (517 rows/s), DuckLake 26.7 s (64 rows/s, 8.1x); 1/2/4 concurrent DuckLake
+writers of 100 items each: 43 / 95 / 123 s wall (39 / 36 / 55 rows/s in total); full tiny run of 3
+videos: file 90.6 s, DuckLake 97.3 s (+7 %, including migrating the new lake).
+
     .venv/bin/python bench/bench_lineage.py                 # 500-item lineage, 1/2/4 writers, tiny run
     .venv/bin/python bench/bench_lineage.py --no-run        # lineage writes only (no pipeline run)
 
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -149,6 +155,8 @@ def main() -> None:
                   f"(overhead {lake_s / file_s - 1:+.0%}; includes migrating the new lake)")
     finally:
         server.stop("immediate")
+        shutil.rmtree(server.root, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

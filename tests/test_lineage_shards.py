@@ -53,8 +53,9 @@ def test_shard_fan_out_over_two_process_workers(prefect_server, lakes, tmp_path)
         for n in range(2)
     ]
     try:
+        # The deployment admits inputs from its own folder only (input_roots): this test's folder instead.
         overrides = {"workdir": str(tmp_path / "work"), "steps": 2, "max_duration_sec": 1.0, "batch_size": 1,
-                     "lineage": catalog, "lineage_data": str(lakes.data_dir)}
+                     "input_roots": [str(videos)], "lineage": catalog, "lineage_data": str(lakes.data_dir)}
         out = _prefect(env, "deployment", "run", "dub_dataset/nightly-dub", "--param", f"input={videos}",
                        "--param", f"overrides={json.dumps(overrides)}", "--param", "shards=2",
                        "--watch", "--watch-timeout", "900", timeout=960)
