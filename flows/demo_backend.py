@@ -205,7 +205,8 @@ class DemoBackend:
             "run_id": result["run_id"],
             "cot_backend": item.get("cot_backend"),
             "reused_earlier_result": item.get("cached"),
-            "scores": {k: round(v, 4) if isinstance(v, float) else v for k, v in (item.get("scores") or {}).items()},
+            # The listening scores as plain values (the only nested groups are the audio metrics).
+            **{k: round(v, 4) if isinstance(v, float) else v for k, v in (item.get("scores") or {}).items()},
             "candidates": item.get("candidates") or [],
             **_grouped_metrics(measured),
         }
