@@ -25,7 +25,7 @@ import imageio_ffmpeg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.ingest import generation_duration  # noqa: E402
+from tasks.cache_keys import generation_duration  # noqa: E402
 from thinksound.config import TINY  # noqa: E402
 from thinksound.features.stream import decode_windows  # noqa: E402
 from thinksound.windows import plan_windows  # noqa: E402
