@@ -123,7 +123,7 @@ def migrate(con: duckdb.DuckDBPyConnection, *, ducklake: bool = False) -> list[i
     for migration in pending_migrations(con):
         con.begin()
         try:
-            if current_version(con) >= migration.version:
+            if migration.version in applied_versions(con):
                 # A shared (DuckLake) lineage: another process applied it since the list was read.
                 con.rollback()
                 continue
