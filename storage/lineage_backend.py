@@ -176,16 +176,6 @@ class DuckLakeBackend(LineageBackend):
         inserted = ", ".join(f"excluded.{c}" for c in columns)
         return sql + f" WHEN NOT MATCHED THEN INSERT ({column_list}) VALUES ({inserted})"
 
-    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], conflict: str,
-                    chunk_rows: int) -> None:
-        """Write the rows in one transaction: multi-row INSERT statements of `chunk_rows` rows each."""
-        statements = []
-        for start in range(0, len(rows), chunk_rows):
-            chunk = rows[start : start + chunk_rows]
-            sql = self.insert_sql(table, columns, len(chunk), conflict)
-            statements.append((sql, [value for row in chunk for value in row]))
-        self.write(statements)
-
     def prepare_writer(self) -> None:
         def create() -> None:
             self.con.execute(f"CREATE TABLE IF NOT EXISTS {_WRITE_LOCK} (n BIGINT NOT NULL)")
