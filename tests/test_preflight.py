@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from media import make_video
 
 from tasks.config import PipelineSettings
 from tasks.preflight import WeightsMissing, check, require
 from tasks.weights_lock import WeightsLock
-from tests.media import make_video
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMIT = "89abcdef0123456789abcdef0123456789abcdef"

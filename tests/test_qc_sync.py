@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-
-from tests.qc_original_like import (
+from qc_original_like import (
     ref_ast_tokens,
     ref_compare_v_a,
     ref_desync,
     ref_sync_mel,
     reference_state_keys,
 )
+from safetensors.torch import load_file, save_file
+
 from thinksound.qc import AudioBranchConfig, SyncHeadConfig, SyncMel, SyncScorer, load_sync_scorer
 from thinksound.qc.tiny import build_tiny_qc
 
