@@ -47,3 +47,14 @@ def test_the_checker_sees_a_wrong_way_import(tmp_path):
     module = tmp_path / "bad.py"
     module.write_text("def f():\n    from prefect import flow\n    import storage.lineage\n")
     assert _imported_roots(module) >= {"prefect", "storage"}
+
+
+def test_tests_import_helpers_by_bare_name():
+    """tests/ is not a package: `from tests.media import ...` only works when the repository root happens
+    to be on sys.path (PYTHONPATH), and fails in CI's plain `pytest -q`. Helpers are imported by bare name."""
+    wrong = sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "tests").glob("*.py")
+        if "tests" in _imported_roots(path)
+    )
+    assert not wrong, f"import test helpers by bare name (from media import ...), not via tests.: {wrong}"
