@@ -42,7 +42,9 @@ class LineageRecords:
         self.items += other.items
         self.sources += other.sources
         self.artifacts += other.artifacts
-        self.metrics.update(other.metrics)
+        # Stages book metrics of the same item (qc its scores, publish the final loudness): merge by name.
+        for item_id, metrics in other.metrics.items():
+            self.metrics[item_id] = {**self.metrics.get(item_id, {}), **metrics}
         self.cache += other.cache
         self.attempts += other.attempts
         self.cots += other.cots
