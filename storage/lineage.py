@@ -428,7 +428,7 @@ class Lineage:
         now = to_utc(None)
         columns = ("run_id", "item_id", "source", "segment", "backend", "model", "prompt_version", "prompt_hash",
                    "caption", "caption_cot", "raw_answer", "parsed", "t5_tokens", "t5_truncated_tokens", "latency_s",
-                   "retries", "error", "created_at")
+                   "retries", "error", "window_index", "window_start_sec", "window_end_sec", "created_at")
         rows = []
         for rec in (coerce(CotRecord, r) for r in records):
             rows.append(tuple(

@@ -29,7 +29,7 @@ _TABLES: dict[str, tuple[tuple[str, ...], str]] = {
     "cot": ((), "append-new"),
     "cache": (("key",), "newer:created_at"),
 }
-_COT_IDENTITY = ("run_id", "source", "segment", "backend", "created_at")
+_COT_IDENTITY = ("run_id", "source", "segment", "backend", "created_at", "window_index")
 
 
 def merge_lineage(lin: Lineage, other: str | Path, *, timeout_s: float = 60.0) -> dict[str, int]:

@@ -38,7 +38,7 @@ def item_status(lin: Lineage, source: str | None) -> list[dict[str, Any]]:
 def item_cot(lin: Lineage, source: str | None) -> list[dict[str, Any]]:
     return lin.execute(
         "SELECT * FROM item_cot WHERE ?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], source) "
-        "ORDER BY source, segment",
+        "ORDER BY source, segment, window_index",
         [_spellings(source)] * 2,
     )
 

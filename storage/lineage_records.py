@@ -99,6 +99,10 @@ class CotRecord:
     latency_s: float | None = None
     retries: int = 0
     error: str | None = None
+    # The window this CoT describes (index, seconds within the segment); None: the whole segment.
+    window_index: int | None = None
+    window_start_sec: float | None = None
+    window_end_sec: float | None = None
 
 
 def check_choice(what: str, value: str, allowed: tuple[str, ...]) -> None:

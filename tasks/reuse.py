@@ -20,6 +20,7 @@ from tasks.handles import Handles
 from tasks.items import WorkItem
 from tasks.publish import artifact_rows
 from tasks.records import LineageRecords, StageResult
+from tasks.windows import plan_item_windows
 
 
 def reuse_candidates(items: list[WorkItem], settings: PipelineSettings) -> list[str]:
@@ -46,6 +47,8 @@ def run_reuse(handles: Handles, batch: Batch) -> StageResult:
             records.metrics[item.item_id] = metrics
             records.cache.append((marker, "published", store.uri(keys["metrics"])))
         item.status, item.stage, item.cached = "succeeded", "publish", True
+        # Its windows, so that lineage records this run's CoT window by window, as a computed item's.
+        plan_item_windows(item, batch.settings)
         item.audio_uri, item.video_uri, item.metrics_uri = (
             store.uri(keys[k]) for k in ("audio", "video", "metrics")
         )

@@ -86,3 +86,32 @@ def test_qc_marks_the_windows_behind_a_loud_seam_or_a_silent_window(tmp_path) ->
     audio[:, round(plan.seam_sec(0) * sr) : round(plan.seam_sec(1) * sr)] = 0.0
     _check_windows(item, audio, metrics, settings)
     assert item.windows[1]["failed"] and item.windows[3]["failed"] and not item.windows[0]["failed"]
+
+
+def test_lineage_cot_rows_are_one_per_window(tmp_path) -> None:
+    from tasks.config import PipelineSettings
+    from tasks.items import WorkItem
+    from tasks.outcomes import cot_rows
+    from tasks.windows import plan_item_windows
+
+    settings = PipelineSettings(workdir=str(tmp_path))
+    record = {"backend": "manifest", "caption_cot": "Rain on a roof."}
+    short = WorkItem(source="s.mp4", position=0, item_id="s", duration_sec=5.0, content_hash="h1")
+    short.caption_cot, short.cot_record = "Rain on a roof.", dict(record)
+    # Before its windows are laid out, one row for the whole segment.
+    (whole,) = cot_rows("r", short)
+    assert whole.window_index is None and whole.caption_cot == "Rain on a roof."
+    # A clip no longer than one window: one row, window 0 over the whole clip, the same CoT.
+    plan_item_windows(short, settings)
+    (row,) = cot_rows("r", short)
+    assert (row.window_index, row.window_start_sec, row.window_end_sec) == (0, 0.0, 5.0)
+    assert (row.caption_cot, row.backend, row.source) == ("Rain on a roof.", "manifest", "s.mp4")
+    long = WorkItem(source="l.mp4", position=0, item_id="l", duration_sec=30.0, content_hash="h2")
+    long.window_cots = [{"start": 0.0, "end": 15.0, "cot": "rain"}, {"start": 15.0, "end": 30.0, "cot": "bell"}]
+    long.cot_record = dict(record)
+    plan_item_windows(long, settings)
+    rows = cot_rows("r", long)
+    assert [r.window_index for r in rows] == [0, 1, 2, 3]
+    assert [r.caption_cot for r in rows] == ["rain", "rain", "bell", "bell"]
+    assert rows[0].window_start_sec == 0.0 and rows[-1].window_end_sec == 30.0
+    assert all(a.window_end_sec > b.window_start_sec for a, b in zip(rows[:-1], rows[1:], strict=True))

@@ -69,6 +69,10 @@ def test_cli_dubs_every_second_of_videos_longer_than_a_window(long_videos: Path,
     with duckdb.connect(str(workdir / "lineage.duckdb"), read_only=True) as con:
         rows = con.execute("SELECT source, status, error, audio_uri, video_uri FROM item_status").fetchall()
         cots = dict(con.execute("SELECT source, parsed FROM cot").fetchall())
+        window_cots = con.execute(
+            "SELECT source, window_index, window_start_sec, window_end_sec FROM item_cot "
+            "ORDER BY source, window_index"
+        ).fetchall()
     assert len(rows) == 3 and {r[1] for r in rows} == {"succeeded"}, rows
     for source, _, _, audio_uri, video_uri in rows:
         source_path = Path(source)
@@ -94,6 +98,10 @@ def test_cli_dubs_every_second_of_videos_longer_than_a_window(long_videos: Path,
         recorded = json.loads(cots[source])["windows"]
         assert [(w["start_sec"], w["end_sec"]) for w in recorded] == [
             (w["start_sec"], w["end_sec"]) for w in windows
+        ]
+        # item_cot has one row per window, with its index and time range.
+        assert [row[1:] for row in window_cots if row[0] == source] == [
+            (w["index"], w["start_sec"], w["end_sec"]) for w in windows
         ]
 
 
@@ -153,7 +161,14 @@ def test_rerun_reuses_every_window_and_one_edited_cot_recomputes_one(
     assert len(_feature_files(workdir, "text") - texts) == 1
     with duckdb.connect(str(workdir / "lineage.duckdb"), read_only=True) as con:
         parsed = con.execute("SELECT parsed FROM cot ORDER BY created_at DESC LIMIT 1").fetchone()[0]
+        by_window = con.execute(
+            "SELECT window_index, window_start_sec, window_end_sec, caption_cot FROM item_cot ORDER BY window_index"
+        ).fetchall()
     assert [w["caption_cot"] for w in json.loads(parsed)["windows"]] == [c["cot"] for c in cots]
+    # The 12 s video's two windows, each with its own CoT and time range, as item_cot rows.
+    assert [(row[0], row[3]) for row in by_window] == [(0, cots[0]["cot"]), (1, cots[1]["cot"])]
+    assert by_window[0][1] == 0 and by_window[1][2] == pytest.approx(probe_video(video).duration_sec, abs=1e-3)
+    assert by_window[1][1] < by_window[0][2], "the windows overlap"
 
 
 @pytest.mark.usefixtures("prefect_harness")
