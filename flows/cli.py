@@ -96,8 +96,8 @@ def _invalid_settings():
 @contextlib.contextmanager
 def _run_errors():
     """Errors that stop a whole run before it can do anything: one clear line, exit status 2."""
-    from cot_prompts import CotError
-    from storage import LineageLocked, LineageUnavailable
+    from tasks.cot_server import CotError
+    from tasks.run_lineage import LineageLocked, LineageUnavailable
     from tasks.sources import ManifestError
 
     console_logs_without_tracebacks()

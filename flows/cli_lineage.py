@@ -72,8 +72,7 @@ def _read(workdir: Path, as_json: bool, query, lineage: str | None = None, linea
 
     A shared (DuckLake) lineage is read from a snapshot: the runs writing it are never blocked.
     """
-    from storage import Lineage, LineageLocked, LineageUnavailable
-    from tasks.run_lineage import new_lineage
+    from tasks.run_lineage import LineageLocked, LineageUnavailable, new_lineage, read_lineage_file
 
     settings = lineage_settings(workdir, lineage, lineage_data, as_json)
     if settings.lineage is not None:
@@ -86,8 +85,7 @@ def _read(workdir: Path, as_json: bool, query, lineage: str | None = None, linea
     if not path.exists():
         raise _fail(f"no lineage database at {path}", as_json)
     try:
-        # No waiting: a run holds DuckDB's lock for its whole duration.
-        with Lineage.open(path, read_only=True, timeout_s=0) as lin:
+        with read_lineage_file(path) as lin:
             return query(lin)
     except LineageLocked:
         raise _fail(f"{LOCKED_MESSAGE} ({path})", as_json) from None
@@ -166,8 +164,7 @@ def lineage_import(
     lineage_data: LineageData = None,
 ) -> None:
     """Copy a lineage file into the shared lineage (--lineage). Importing it again changes nothing."""
-    from storage import Lineage, LineageLocked, LineageUnavailable
-    from tasks.run_lineage import new_lineage
+    from tasks.run_lineage import LineageLocked, LineageUnavailable, migrate_lineage_file, new_lineage
 
     if lineage is None:
         raise _fail("name the shared lineage to import into: --lineage 'ducklake:postgres:...'", False)
@@ -176,7 +173,7 @@ def lineage_import(
         raise _fail(f"no lineage database at {old}", False)
     settings = lineage_settings(old.parent, lineage, lineage_data)
     try:
-        Lineage.open(old).close()  # a file of an older version is migrated first, as any writer would
+        migrate_lineage_file(old)
         with new_lineage(settings) as lin:
             counts = lin.merge_from(old)
     except (LineageLocked, LineageUnavailable) as exc:

@@ -19,14 +19,15 @@ from urllib.parse import unquote, urlparse
 from PIL import Image
 from pydantic import ValidationError
 
-from flows.demo_input import InputRejected, UploadLimits, check_video, store_upload
+from flows.demo_input import InputRejected, UploadLimits, check_video
 from flows.demo_spectrogram import spectrogram_image
 from flows.dub import RunFailed, dub_video
 from flows.report import stage_listeners
-from storage import LineageLocked
 from tasks.config import PipelineSettings, Precision
 from tasks.handles import process_handles, quiet_progress_bars
 from tasks.reuse import metrics_from_published_record
+from tasks.run_lineage import LineageLocked
+from tasks.uploads import store_upload
 
 logger = logging.getLogger(__name__)
 

@@ -1,15 +1,12 @@
-"""Checks on a video uploaded to the web demo, and its content-addressed copy in the work directory."""
+"""Checks on a video uploaded to the web demo: one-line reasons for the person who uploaded it."""
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage import sha256_file
-from storage.local_store import atomic_write
 from tasks.config import MIN_CONDITIONING_SEC
-from thinksound.features import VideoDecodeError, VideoInfo, probe_video
+from tasks.uploads import UnreadableVideo, VideoInfo, probe_upload
 
 MEGABYTE = 1024 * 1024
 
@@ -43,9 +40,9 @@ def check_video(path: Path, limits: UploadLimits) -> VideoInfo:
             f"The file is too large: {size / MEGABYTE:.1f} MB; the limit is {limits.max_upload_mb:g} MB."
         )
     try:
-        info = probe_video(path)
-    except VideoDecodeError as exc:
-        raise InputRejected(f"This file is not a video that can be read: {exc.reason}.") from None
+        info = probe_upload(path)
+    except UnreadableVideo as exc:
+        raise InputRejected(f"This file is not a video that can be read: {exc}.") from None
     if info.duration_sec < limits.min_duration_sec:
         raise InputRejected(
             f"The video is too short: {info.duration_sec:.2f} s; at least {limits.min_duration_sec:.2f} s "
@@ -57,19 +54,3 @@ def check_video(path: Path, limits: UploadLimits) -> VideoInfo:
             "Trim it, or start the demo with a larger --max-duration-sec."
         )
     return info
-
-
-def _suffix(name: str) -> str:
-    """The upload's extension if it is a plain one; FFmpeg probes the content, so it is only a hint."""
-    suffix = Path(name).suffix.lower()
-    return suffix if 1 < len(suffix) <= 6 and suffix[1:].isalnum() else ".video"
-
-
-def store_upload(path: Path, uploads_dir: Path) -> Path:
-    """Copy the upload to `uploads_dir/<sha256><ext>`, once: the same bytes are the same source."""
-    digest = sha256_file(path)
-    target = uploads_dir / f"{digest}{_suffix(path.name)}"
-    if not target.exists():
-        with path.open("rb") as source, atomic_write(target) as sink:
-            shutil.copyfileobj(source, sink)
-    return target

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +12,13 @@ from prefect import flow, get_client, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
-from cot_prompts import VllmServer
-from cot_prompts.server import CPU_SERVER_ARGS, CPU_SERVER_ENV
 from flows.pipeline import process_items
 from flows.reasons import stop_reason
 from flows.report import publish_report, publish_summary
 from flows.shards import SHARD_DEPLOYMENT, fan_out, take_shard
 from tasks import preflight
 from tasks.config import PipelineSettings, merge_settings
+from tasks.cot_server import cot_server
 from tasks.handles import RANDOM_WEIGHTS_WARNING, quiet_progress_bars
 from tasks.items import WorkItem, jsonable
 from tasks.quality import candidate_summary
@@ -110,26 +107,6 @@ def merge_results(results: list[dict[str, object]]) -> dict[str, object]:
         "stage_seconds": dict(stage_seconds),
         "items": [item for r in results for item in r["items"]],
     }
-
-
-@contextlib.contextmanager
-def cot_server(settings: PipelineSettings) -> Iterator[PipelineSettings]:
-    """Start a local vLLM server for this run when asked to and no URL was given."""
-    if settings.cot.url or not settings.cot.start_server:
-        yield settings
-        return
-    log = settings.workdir_path / "logs" / "vllm-server.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    on_cpu = settings.device == "cpu"
-    with VllmServer(
-        model=settings.cot.model,
-        python=Path(settings.cot.server_python),
-        log_path=log,
-        extra_args=CPU_SERVER_ARGS if on_cpu else (),
-        env=CPU_SERVER_ENV if on_cpu else None,
-    ) as server:
-        cot = settings.cot.model_copy(update={"url": server.base_url})
-        yield settings.model_copy(update={"cot": cot})
 
 
 # The fields of a state row that identify it and say where it stands (a source may be segmented).

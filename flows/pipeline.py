@@ -13,7 +13,6 @@ from contextvars import copy_context
 from prefect.utilities.annotations import quote
 
 from flows.report import RunProgress, stage_listeners
-from storage import Lineage
 from tasks.cache_keys import generation_duration
 from tasks.config import PipelineSettings
 from tasks.cot import write_cot
@@ -27,6 +26,7 @@ from tasks.publish import publish
 from tasks.quality import check_quality, needs_regeneration, settle
 from tasks.records import RecordWriter, StageResult, partial_result
 from tasks.reuse import reuse_candidates, reuse_published
+from tasks.run_lineage import Lineage
 from tasks.synthesis import synthesize_batch
 
 # Ingest, CoT and the reuse check work on chunks this large (vLLM batches the CoT requests of a chunk).

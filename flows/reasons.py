@@ -31,7 +31,7 @@ def _first_line(exc: BaseException) -> str:
 
 def describe(exc: BaseException) -> str:
     """The cause of a fatal error in one line: what failed, then the system's own words."""
-    from storage import StorageError, TransientStorageError
+    from tasks.artifact_store import StorageError, TransientStorageError
 
     for cause in _chain(exc):
         if isinstance(cause, OSError) and cause.errno in _NO_SPACE:

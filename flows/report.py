@@ -18,7 +18,7 @@ from prefect.artifacts import (
 )
 
 from flows.report_scores import score_sections
-from storage import ArtifactStore
+from tasks.artifact_store import ArtifactStore
 from tasks.cache_keys import output_keys
 from tasks.config import PipelineSettings
 from tasks.handles import process_handles

@@ -12,9 +12,8 @@ import logging
 import threading
 from collections.abc import Iterator
 
-from storage import ArtifactStore, open_store
+from tasks.artifact_store import ArtifactStore, open_artifact_store
 from tasks.config import PipelineSettings
-from tasks.s3_access import is_s3_uri, s3_config
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +38,7 @@ class Handles:
         target = settings.store_target
         with self._lock:
             if target not in self._stores:
-                s3 = s3_config(settings.s3) if is_s3_uri(target) else None
-                self._stores[target] = open_store(target, s3=s3)
+                self._stores[target] = open_artifact_store(settings)
             return self._stores[target]
 
     def generator(self, settings: PipelineSettings):

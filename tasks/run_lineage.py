@@ -3,16 +3,29 @@
 DuckDB allows one writing process per file, so the driver keeps one handle per lineage and passes it
 explicitly to what records a run; stages never see it. A shared (DuckLake) lineage is opened once per
 process too. S3 credentials for a DuckLake data path on S3 are resolved here, in the process that uses
-them (as for the artifact store).
+them (as for the artifact store). Front-ends that read or import a lineage file open it here too, and
+report the errors of opening one (busy, unreachable) that this module names.
 """
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
-from storage import Lineage
+from storage import Lineage, LineageLocked, LineageUnavailable
 from tasks.config import PipelineSettings
 from tasks.s3_access import is_s3_uri, s3_config
+
+__all__ = [
+    "Lineage",
+    "LineageLocked",
+    "LineageUnavailable",
+    "close_lineage",
+    "migrate_lineage_file",
+    "new_lineage",
+    "open_lineage",
+    "read_lineage_file",
+]
 
 _lock = threading.Lock()
 _open: dict[str, Lineage] = {}
@@ -27,6 +40,17 @@ def new_lineage(settings: PipelineSettings, *, read_only: bool = False) -> Linea
     data = settings.lineage_data
     s3 = s3_config(settings.s3) if data and is_s3_uri(data) else None
     return Lineage.open(settings.lineage, data_path=data, s3=s3, read_only=read_only)
+
+
+def read_lineage_file(path: Path) -> Lineage:
+    """A read-only handle on a lineage file, or LineageLocked at once: a run holds DuckDB's lock for its
+    whole duration, so waiting for it would hang."""
+    return Lineage.open(path, read_only=True, timeout_s=0)
+
+
+def migrate_lineage_file(path: Path) -> None:
+    """Bring a lineage file of an older version up to this one, as any writer does on opening it."""
+    Lineage.open(path).close()
 
 
 def open_lineage(settings: PipelineSettings) -> Lineage:

@@ -140,7 +140,8 @@ def test_too_large_uploads_are_refused(demo, client, media):
 
 
 def test_the_backend_checks_size_and_content_itself(tmp_path, media):
-    from flows.demo_input import InputRejected, UploadLimits, check_video, store_upload
+    from flows.demo_input import InputRejected, UploadLimits, check_video
+    from tasks.uploads import store_upload
 
     with pytest.raises(InputRejected, match="too large: 0.3 MB; the limit is 0.1 MB"):
         check_video(media / "huge.mp4", UploadLimits(max_upload_mb=0.1))

@@ -18,6 +18,7 @@ FORBIDDEN = {
     "cot_prompts": ORCHESTRATION | {"storage", "tasks", "flows", "thinksound"},
     "storage": {"prefect", "tasks", "flows", "thinksound", "cot_prompts"},
     "tasks": {"flows"},
+    "flows": {"storage", "cot_prompts", "thinksound"},
 }
 
 
