@@ -15,7 +15,7 @@ import time
 
 from prefect import flow
 
-from storage import SourceRow
+from storage import SourceRow, Stage
 from tasks.cache_keys import generator_version, output_keys, published_marker, raw_audio_key, result_key
 from tasks.executors import Batch, LocalExecutor
 from tasks.items import WorkItem, item_identity, stable_hash
@@ -31,32 +31,32 @@ def _ingest(batch: Batch, records: LineageRecords) -> None:
         item.video_codec = "h264"
         item.local_path = item.source
         item.item_id = item_identity(item.content_hash, item.start_sec, item.duration_sec)
-        item.stage = "cot"
+        item.next_stage = Stage.COT
         records.items.append(dict(item_id=item.item_id, content_hash=item.content_hash, start_sec=0.0,
                                   duration_sec=2.0, probe={"codec": "h264"}))
         records.sources.append(SourceRow(source=item.source, item_id=item.item_id, position=item.position))
-        records.attempt("ingest", item, status="succeeded", input_hash=item.content_hash,
+        records.attempt(Stage.INGEST, item, status="succeeded", input_hash=item.content_hash,
                         params={"start_sec": 0.0, "duration_sec": 2.0}, started_at=time.time(), finished_at=time.time())
 
 
 def _cot(batch: Batch, records: LineageRecords) -> None:
     for item in batch.items:
         item.cot_record = {"backend": "provided", "caption": "", "caption_cot": "", "t5_tokens": 0}
-        item.stage = "features"
-        records.attempt("cot", item, status="succeeded", params={"backend": "provided"},
+        item.next_stage = Stage.FEATURES
+        records.attempt(Stage.COT, item, status="succeeded", params={"backend": "provided"},
                         started_at=time.time(), finished_at=time.time())
 
 
-def _model_stage(stage: str, next_stage: str):
+def _model_stage(stage: Stage, next_stage: Stage):
     def run(batch: Batch, records: LineageRecords) -> None:
         for item in batch.items:
-            if stage == "synthesis":
+            if stage == Stage.SYNTHESIS:
                 item.result_key = item.result_key or result_key(item, batch.settings)
                 item.seed = 1
                 item.raw_audio_key = raw_audio_key(item, 0)
-            if stage == "qc":
+            if stage == Stage.QC:
                 item.metrics = {name: -1.0 for name in METRICS}
-            item.stage = next_stage
+            item.next_stage = next_stage
             records.attempt(stage, item, status="succeeded", input_hash=item.result_key,
                             params=batch.settings.synthesis_params(), model_version=generator_version(batch.settings),
                             started_at=time.time(), finished_at=time.time())
@@ -66,7 +66,7 @@ def _model_stage(stage: str, next_stage: str):
 
 def _publish(batch: Batch, records: LineageRecords) -> None:
     for item in batch.items:
-        if not (item.is_pending and item.stage == "publish"):
+        if not (item.is_pending and item.next_stage == Stage.PUBLISH):
             continue
         keys = output_keys(item)
         item.audio_uri, item.video_uri, item.metrics_uri = (f"file:///bench/{keys[k]}" for k in ("audio", "video",
@@ -76,16 +76,16 @@ def _publish(batch: Batch, records: LineageRecords) -> None:
                                    run_id=batch.run_id) for k, v in keys.items()]
         records.metrics[item.item_id] = dict(item.metrics)
         records.cache.append((published_marker(item.result_key), "published", item.metrics_uri))
-        records.attempt("publish", item, status="succeeded", input_hash=item.result_key,
+        records.attempt(Stage.PUBLISH, item, status="succeeded", input_hash=item.result_key,
                         started_at=time.time(), finished_at=time.time())
 
 
 STAND_INS = {
     "run_ingest": _ingest,
     "run_cot": _cot,
-    "run_features": _model_stage("features", "synthesis"),
-    "run_synthesis": _model_stage("synthesis", "qc"),
-    "run_quality": _model_stage("qc", "qc"),
+    "run_features": _model_stage(Stage.FEATURES, Stage.SYNTHESIS),
+    "run_synthesis": _model_stage(Stage.SYNTHESIS, Stage.QC),
+    "run_quality": _model_stage(Stage.QC, Stage.QC),
     "run_publish": _publish,
 }
 

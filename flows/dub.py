@@ -168,7 +168,7 @@ def run_sources(
     counts = Counter(i.status for i in done)
     for item in done:
         if item.status in ("failed", "rejected"):
-            logger.warning("%s at %s: %s: %s", item.status, item.stage, item.source, item.error)
+            logger.warning("%s at %s: %s: %s", item.status, item.failed_at, item.source, item.error)
     logger.info("run %s finished: %s", run_id, counts_message(counts))
     return {
         "run_id": run_id,
@@ -179,7 +179,7 @@ def run_sources(
             {"source": i.source, "source_display": i.source_display, "segment": i.segment,
              "start_sec": i.start_sec, "duration_sec": i.duration_sec, "status": i.status, "error": i.error,
              "audio_uri": i.audio_uri,
-             "video_uri": i.video_uri, "metrics_uri": i.metrics_uri, "item_id": i.item_id, "stage": i.stage,
+             "video_uri": i.video_uri, "metrics_uri": i.metrics_uri, "item_id": i.item_id, "stage": i.lineage_stage,
              "caption": i.caption, "caption_cot": i.caption_cot, "cot_backend": i.cot_backend,
              "cached": i.cached, "metrics": jsonable(i.metrics), "scores": jsonable(i.scores), "seed": i.seed,
              "candidates": jsonable([candidate_summary(c) for c in i.candidates if "reasons" in c])}

@@ -107,7 +107,7 @@ def report_markdown(
         lines += ["", "## Failed and rejected", ""]
         for item in problems:
             lines.append(
-                f"- **{item.status}** at {escape_markdown(item.stage)}: {escape_markdown(item.source)}  \n"
+                f"- **{item.status}** at {escape_markdown(item.failed_at)}: {escape_markdown(item.source)}  \n"
                 f"  {escape_markdown(item.error or 'no reason recorded')}"
             )
     lines += score_sections(items)

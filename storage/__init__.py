@@ -5,7 +5,7 @@ from storage.errors import ArtifactNotFound, InvalidKey, StorageError, Transient
 from storage.factory import fetch_input, open_store, read_source
 from storage.keys import content_key, sha256_bytes, sha256_file, validate_key
 from storage.lineage import Lineage, LineageLocked, LineageUnavailable
-from storage.lineage_records import Attempt, CotRecord, SourceRow, StateUpdate
+from storage.lineage_records import Attempt, CotRecord, SourceRow, Stage, StateUpdate
 from storage.local_store import LocalStore
 from storage.s3_store import S3Config, S3Store, is_s3_uri
 
@@ -22,6 +22,7 @@ __all__ = [
     "S3Config",
     "S3Store",
     "SourceRow",
+    "Stage",
     "StateUpdate",
     "StorageError",
     "TransientStorageError",

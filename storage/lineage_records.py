@@ -6,9 +6,23 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
-STAGES = ("ingest", "cot", "features", "synthesis", "qc", "publish")
+
+class Stage(StrEnum):
+    """The pipeline's stages, in the order an item meets them; the values are what lineage's `stage`
+    columns hold."""
+
+    INGEST = "ingest"
+    COT = "cot"
+    FEATURES = "features"
+    SYNTHESIS = "synthesis"
+    QC = "qc"
+    PUBLISH = "publish"
+
+
+STAGES = tuple(stage.value for stage in Stage)
 RUN_STATUSES = ("running", "completed", "crashed")
 ITEM_STATUSES = ("pending", "running", "succeeded", "failed", "rejected")
 ATTEMPT_STATUSES = ("succeeded", "failed", "rejected", "cached")

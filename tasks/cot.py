@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 
 from cot_prompts import CotRequest, CotResult, ProvidedBackend, VllmBackend, cot_cache_key, load_prompt
+from storage import Stage
 from tasks.config import PipelineSettings
 from tasks.executors import Batch, Executor
 from tasks.handles import Handles
@@ -48,13 +49,13 @@ def _make_backends(
 def _apply(item: WorkItem, result: CotResult) -> None:
     item.cot_record = dataclasses.asdict(result)
     if result.error:
-        item.fail("cot", result.error)
+        item.fail(Stage.COT, result.error)
         return
     item.caption = result.caption
     item.caption_cot = result.caption_cot
     item.cot_backend = result.backend
     item.t5_tokens = result.t5_tokens
-    item.stage = "features"
+    item.next_stage = Stage.FEATURES
 
 
 def _request(item: WorkItem, caption_cot: str | None = None) -> CotRequest:
@@ -76,7 +77,7 @@ def _fit_window_cots(item: WorkItem, provided: ProvidedBackend) -> None:
     for entry in item.window_cots or []:
         result = provided.describe(_request(item, caption_cot=str(entry["cot"])))
         if result.error:
-            item.fail("cot", f"window CoT [{entry['start']}, {entry['end']}] s: {result.error}")
+            item.fail(Stage.COT, f"window CoT [{entry['start']}, {entry['end']}] s: {result.error}")
             return
         fitted.append({**entry, "cot": result.caption_cot})
     item.window_cots = fitted or None
@@ -100,7 +101,7 @@ def run_cot(handles: Handles, batch: Batch) -> StageResult:
         try:
             item.window_cots = parse_window_cots(item.provided_cot)
         except ValueError as exc:
-            item.fail("cot", str(exc))
+            item.fail(Stage.COT, str(exc))
             continue
         backend = backend_for(item)
         item.cot_key = cot_cache_key(_request(item), backend.identity, prompt.hash)
@@ -142,7 +143,7 @@ def _book(
 ) -> None:
     record = item.cot_record or {}
     records.attempt(
-        "cot",
+        Stage.COT,
         item,
         status=status or ("failed" if item.status == "failed" else "succeeded"),
         input_hash=item.cot_key,
@@ -151,6 +152,6 @@ def _book(
         prompt_version=f"{prompt.version}:{prompt.hash[:12]}",
         started_at=started,
         finished_at=finished,
-        error=item.error if item.stage == "cot" else None,
+        error=item.error if item.failed_at == Stage.COT else None,
         details={"t5_tokens": record.get("t5_tokens"), "latency_s": record.get("latency_s")},
     )

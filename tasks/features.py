@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from storage import Stage
 from tasks.cache_keys import generation_duration, video_extractor_version
 from tasks.config import PipelineSettings
 from tasks.executors import Batch, Executor
@@ -60,9 +61,9 @@ def _encode_videos(
             else:
                 _encode_long_video(handles, item, plan, missing, settings)
         except VideoDecodeError as exc:
-            item.fail("features", f"video decoding failed: {exc}")
+            item.fail(Stage.FEATURES, f"video decoding failed: {exc}")
         except (ValueError, RuntimeError) as exc:
-            item.fail("features", f"video encoding failed: {exc}")
+            item.fail(Stage.FEATURES, f"video encoding failed: {exc}")
     if not short:
         return
     try:
@@ -70,7 +71,7 @@ def _encode_videos(
     except (ValueError, RuntimeError) as exc:
         # A model error (bad shapes, out of memory) fails this batch's items, not the run.
         for item in short_items:
-            item.fail("features", f"video encoding failed: {exc}")
+            item.fail(Stage.FEATURES, f"video encoding failed: {exc}")
 
 
 def _encode_texts(handles: Handles, texts: dict[str, tuple[str, str]], settings: PipelineSettings) -> None:
@@ -115,9 +116,9 @@ def run_features(handles: Handles, batch: Batch) -> StageResult:
     for n, item in enumerate(pending):
         item_started, item_finished = batch_share(started, finished, n, len(pending))
         if item.is_pending:
-            item.stage = "synthesis"
+            item.next_stage = Stage.SYNTHESIS
         records.attempt(
-            "features",
+            Stage.FEATURES,
             item,
             status="failed" if item.status == "failed" else ("succeeded" if id(item) in computed else "cached"),
             input_hash=item.video_features_key,

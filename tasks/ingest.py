@@ -8,7 +8,7 @@ import stat
 import time
 from pathlib import Path
 
-from storage import SourceRow, fetch_input, sha256_file
+from storage import SourceRow, Stage, fetch_input, sha256_file
 from storage.sources import outside_roots
 from tasks.cache_keys import file_hash_memo_key
 from tasks.config import MIN_CONDITIONING_SEC, PipelineSettings
@@ -96,13 +96,13 @@ def ingest_one(item: WorkItem, settings: PipelineSettings, known_hashes: dict[st
         s3 = s3_config(settings.s3) if is_s3_uri(location) else None
         local = fetch_input(location, settings.scratch_dir / "inputs", s3=s3)
     except FileNotFoundError:
-        item.fail("ingest", f"input not found: {item.source_display or item.source}")
+        item.fail(Stage.INGEST, f"input not found: {item.source_display or item.source}")
         return item
     except ValueError as exc:  # an unusable location, e.g. an s3:// URI that names only a bucket
-        item.fail("ingest", str(exc))
+        item.fail(Stage.INGEST, str(exc))
         return item
     if local.stat().st_size == 0:
-        item.fail("ingest", "empty file (0 bytes)")
+        item.fail(Stage.INGEST, "empty file (0 bytes)")
         return item
     item.local_path = str(local)
     try:
@@ -111,14 +111,14 @@ def ingest_one(item: WorkItem, settings: PipelineSettings, known_hashes: dict[st
         item.video_codec = info.codec
         item.duration_sec = _segment_duration(item, info.duration_sec, settings)
     except VideoDecodeError as exc:
-        item.fail("ingest", str(exc))
+        item.fail(Stage.INGEST, str(exc))
         return item
     memo_key = file_hash_memo_key(local)
     if memo_key not in known_hashes:
         known_hashes[memo_key] = sha256_file(local)
     item.content_hash = known_hashes[memo_key]
     item.item_id = item_identity(item.content_hash, item.start_sec, item.duration_sec)
-    item.stage = "cot"
+    item.next_stage = Stage.COT
     return item
 
 
@@ -139,7 +139,7 @@ def run_ingest(handles: Handles, batch: Batch) -> StageResult:
     records = LineageRecords(batch.run_id)
     for item in items:
         if (reason := admission_error(item, settings)) is not None:
-            item.fail("ingest", reason)
+            item.fail(Stage.INGEST, reason)
     known_hashes = dict(batch.cached)
     for item in items:
         started = time.time()
@@ -156,7 +156,7 @@ def run_ingest(handles: Handles, batch: Batch) -> StageResult:
                 )
             )
         records.attempt(
-            "ingest",
+            Stage.INGEST,
             item,
             status="failed" if item.status == "failed" else "succeeded",
             input_hash=item.content_hash,

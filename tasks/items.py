@@ -9,6 +9,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import Literal
 
+from storage import Stage
+
 Status = Literal["pending", "succeeded", "failed", "rejected"]
 
 
@@ -67,7 +69,10 @@ class WorkItem:
     seams: list[dict[str, float]] = field(default_factory=list)
 
     status: Status = "pending"
-    stage: str = "ingest"
+    # The stage a pending item meets next; a published item stays at publish.
+    next_stage: Stage = Stage.INGEST
+    # The stage a failed item failed at (qc for a rejected one); None for the others.
+    failed_at: Stage | None = None
     error: str | None = None
     cached: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
@@ -93,6 +98,12 @@ class WorkItem:
         return self.status == "pending"
 
     @property
+    def lineage_stage(self) -> Stage:
+        """The `stage` lineage records with the item's status: where it failed or was rejected, else the
+        stage it meets next (publish, once published)."""
+        return self.failed_at if self.failed_at is not None else self.next_stage
+
+    @property
     def work_key(self) -> str:
         """Sources sharing this key are the same work: same bytes, same segment, same provided text."""
         return stable_hash(self.item_id, self.provided_caption, self.provided_cot)
@@ -102,14 +113,14 @@ class WorkItem:
         for name in _OUTCOME_FIELDS:
             setattr(self, name, getattr(representative, name))
 
-    def fail(self, stage: str, reason: str) -> None:
+    def fail(self, stage: Stage, reason: str) -> None:
         self.status = "failed"
-        self.stage = stage
+        self.failed_at = stage
         self.error = reason
 
     def reject(self, reasons: list[str]) -> None:
         self.status = "rejected"
-        self.stage = "qc"
+        self.failed_at = Stage.QC
         self.rejection_reasons = list(reasons)
         self.error = "; ".join(reasons)
 
@@ -127,7 +138,8 @@ _OUTCOME_FIELDS = (
     "windows",
     "seams",
     "status",
-    "stage",
+    "next_stage",
+    "failed_at",
     "error",
     "cached",
     "metrics",
@@ -167,7 +179,7 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def attempt(run_id: str, stage: str, item: WorkItem, *, status: str, **fields: object) -> dict[str, object]:
+def attempt(run_id: str, stage: Stage, item: WorkItem, *, status: str, **fields: object) -> dict[str, object]:
     """A lineage stage-attempt row for one item (timings, hashes and details in `fields`), made by the
     process that ran the compute, which it names as the attempt's worker."""
     return dict(

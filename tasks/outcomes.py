@@ -13,7 +13,7 @@ _COT_COLUMNS = {f.name for f in dataclasses.fields(CotRecord)}
 
 def state_row(item: WorkItem) -> dict[str, object]:
     return dict(
-        source=item.source, segment=item.segment, item_id=item.item_id, status=item.status, stage=item.stage,
+        source=item.source, segment=item.segment, item_id=item.item_id, status=item.status, stage=item.lineage_stage,
         error=item.error,
     )
 

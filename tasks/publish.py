@@ -8,6 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from storage import Stage
 from tasks.cache_keys import generator_version, listening_version, output_keys, published_marker
 from tasks.config import PipelineSettings
 from tasks.executors import Batch, Executor
@@ -113,7 +114,7 @@ def run_publish(handles: Handles, batch: Batch) -> StageResult:
     finished: list[WorkItem] = []
     try:
         with tempfile.TemporaryDirectory(dir=own_scratch(settings.scratch_dir)) as scratch:
-            for item in (i for i in batch.items if i.is_pending and i.stage == "publish"):
+            for item in (i for i in batch.items if i.is_pending and i.next_stage == Stage.PUBLISH):
                 started = time.time()
                 try:
                     _publish_one(handles, item, settings, Path(scratch))
@@ -122,9 +123,9 @@ def run_publish(handles: Handles, batch: Batch) -> StageResult:
                     records.metrics[item.item_id] = jsonable(item.metrics)
                     records.cache.append((published_marker(item.result_key), "published", item.metrics_uri))
                 except MuxError as exc:
-                    item.fail("publish", str(exc))
+                    item.fail(Stage.PUBLISH, str(exc))
                 records.attempt(
-                    "publish",
+                    Stage.PUBLISH,
                     item,
                     status="failed" if item.status == "failed" else "succeeded",
                     input_hash=item.result_key,

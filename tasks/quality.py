@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from storage import Stage
 from tasks import listening
 from tasks.cache_keys import listening_version
 from tasks.config import PipelineSettings, QualitySettings
@@ -177,7 +178,7 @@ def run_quality(handles: Handles, batch: Batch) -> StageResult:
     """Judge the new candidates of each pending item and keep its best candidate so far."""
     settings = batch.settings
     records = LineageRecords(batch.run_id)
-    pending = [i for i in batch.items if i.is_pending and i.stage == "qc"]
+    pending = [i for i in batch.items if i.is_pending and i.next_stage == Stage.QC]
     started = time.time()
     _assess(handles, pending, settings)
     finished = time.time()
@@ -185,7 +186,7 @@ def run_quality(handles: Handles, batch: Batch) -> StageResult:
         win = chosen(item)
         item_started, item_finished = batch_share(started, finished, n, len(pending))
         records.attempt(
-            "qc",
+            Stage.QC,
             item,
             status="rejected" if item.rejection_reasons else "succeeded",
             input_hash=item.raw_audio_key,
@@ -228,4 +229,4 @@ def settle(items: list[WorkItem]) -> None:
         if item.is_pending and item.rejection_reasons:
             item.reject(item.rejection_reasons)
         elif item.is_pending:
-            item.stage = "publish"
+            item.next_stage = Stage.PUBLISH

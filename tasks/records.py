@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from storage import CotRecord, Lineage, SourceRow
+from storage import CotRecord, Lineage, SourceRow, Stage
 from tasks.items import WorkItem, attempt
 
 _PARTIAL = "stage_partial_result"
@@ -32,7 +32,7 @@ class LineageRecords:
     cots: list[CotRecord] = field(default_factory=list)
     states: list[dict[str, object]] = field(default_factory=list)
 
-    def attempt(self, stage: str, item: WorkItem, *, status: str, **fields: object) -> None:
+    def attempt(self, stage: Stage, item: WorkItem, *, status: str, **fields: object) -> None:
         """Book one stage attempt of one item (see `tasks.items.attempt`)."""
         self.attempts.append(attempt(self.run_id, stage, item, status=status, **fields))
 

@@ -13,6 +13,7 @@ import time
 from prefect import task
 from prefect.cache_policies import NONE
 
+from storage import Stage
 from tasks.cache_keys import output_keys, published_marker, result_key
 from tasks.config import PipelineSettings
 from tasks.executors import Batch
@@ -25,7 +26,7 @@ from tasks.windows import plan_item_windows
 
 def reuse_candidates(items: list[WorkItem], settings: PipelineSettings) -> list[str]:
     """Give each item that reached synthesis its result key; returns the markers to look up."""
-    candidates = [i for i in items if i.is_pending and i.stage == "features"]
+    candidates = [i for i in items if i.is_pending and i.next_stage == Stage.FEATURES]
     for item in candidates:
         item.result_key = result_key(item, settings)
     return [published_marker(i.result_key) for i in candidates]
@@ -35,7 +36,7 @@ def run_reuse(handles: Handles, batch: Batch) -> StageResult:
     """Mark items whose exact result was already published as succeeded (call `reuse_candidates` first)."""
     store = handles.store(batch.settings)
     records = LineageRecords(batch.run_id)
-    for item in (i for i in batch.items if i.is_pending and i.stage == "features" and i.result_key):
+    for item in (i for i in batch.items if i.is_pending and i.next_stage == Stage.FEATURES and i.result_key):
         keys = output_keys(item)
         if not all(store.exists(k) for k in keys.values()):
             continue
@@ -46,7 +47,7 @@ def run_reuse(handles: Handles, batch: Batch) -> StageResult:
                 continue
             records.metrics[item.item_id] = metrics
             records.cache.append((marker, "published", store.uri(keys["metrics"])))
-        item.status, item.stage, item.cached = "succeeded", "publish", True
+        item.status, item.next_stage, item.cached = "succeeded", Stage.PUBLISH, True
         # Its windows, so that lineage records this run's CoT window by window, as a computed item's.
         plan_item_windows(item, batch.settings)
         item.audio_uri, item.video_uri, item.metrics_uri = (
@@ -55,7 +56,7 @@ def run_reuse(handles: Handles, batch: Batch) -> StageResult:
         # Re-point the item's artifacts: a run with other parameters may have published since.
         records.artifacts += artifact_rows(item, batch.run_id)
         now = time.time()
-        records.attempt("publish", item, status="cached", input_hash=item.result_key, started_at=now, finished_at=now)
+        records.attempt(Stage.PUBLISH, item, status="cached", input_hash=item.result_key, started_at=now, finished_at=now)
     return StageResult(batch.items, records)
 
 

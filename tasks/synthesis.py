@@ -8,6 +8,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from storage import Stage
 from tasks.cache_keys import generator_version, item_seed, raw_audio_key, result_key
 from tasks.config import PipelineSettings
 from tasks.executors import Batch, Executor
@@ -112,9 +113,9 @@ def run_synthesis(handles: Handles, batch: Batch) -> StageResult:
         except (ValueError, RuntimeError) as exc:
             # A model error (bad shapes, out of memory) fails this bucket's items, not the run.
             for item in group:
-                item.fail("synthesis", f"generation failed: {exc}")
+                item.fail(Stage.SYNTHESIS, f"generation failed: {exc}")
                 records.attempt(
-                    "synthesis", item, status="failed", started_at=started, finished_at=time.time(), error=item.error
+                    Stage.SYNTHESIS, item, status="failed", started_at=started, finished_at=time.time(), error=item.error
                 )
             continue
         finished = time.time()
@@ -126,9 +127,9 @@ def run_synthesis(handles: Handles, batch: Batch) -> StageResult:
                 item.candidates.append({"generation": item.generation, "candidate": k, "seed": seed, "raw_audio_key": key})
             # Until QC picks a winner, the item points at its first candidate.
             item.seed, item.raw_audio_key = drawn[0][0], item.candidates[-len(drawn)]["raw_audio_key"]
-            item.stage = "qc"
+            item.next_stage = Stage.QC
             records.attempt(
-                "synthesis",
+                Stage.SYNTHESIS,
                 item,
                 status="succeeded",
                 input_hash=item.result_key,

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from cot_prompts import CotRequest, CotResult, VllmBackend, cot_cache_key
+from storage import Stage
 from tasks.config import PipelineSettings
 from tasks.items import WorkItem
 from tasks.windows import item_plan
@@ -59,7 +60,7 @@ def describe_windows(
     for item, _, start, end, key in jobs:
         result = results[key]
         if result.error is not None:
-            item.fail("cot", f"window at {start:.2f}-{end:.2f} s: {result.error}")
+            item.fail(Stage.COT, f"window at {start:.2f}-{end:.2f} s: {result.error}")
             continue
         by_item.setdefault(id(item), []).append({"start": start, "end": end, "cot": result.caption_cot})
     for item, _, _, _, _ in jobs:

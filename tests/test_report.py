@@ -13,7 +13,7 @@ import pytest
 from markdown_it import MarkdownIt
 from s3_server import new_bucket_name, s3_server  # noqa: F401 - the fixture is used by name
 
-from storage import LocalStore, S3Store
+from storage import LocalStore, S3Store, Stage
 from tasks.config import PipelineSettings
 from tasks.items import WorkItem
 
@@ -25,7 +25,7 @@ def _succeeded(store, source: str) -> WorkItem:
     from tasks.cache_keys import output_keys
 
     item = WorkItem(source=source, position=0, item_id="i1", result_key="ab" + "0" * 30, video_codec="h264")
-    item.status, item.stage = "succeeded", "publish"
+    item.status, item.next_stage = "succeeded", Stage.PUBLISH
     keys = output_keys(item)
     for kind, key in keys.items():
         uri = store.put_bytes(key, f"{kind} bytes".encode())
@@ -35,7 +35,7 @@ def _succeeded(store, source: str) -> WorkItem:
 
 def _failed(source: str, reason: str) -> WorkItem:
     item = WorkItem(source=source, position=1)
-    item.fail("ingest", reason)
+    item.fail(Stage.INGEST, reason)
     return item
 
 
