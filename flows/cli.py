@@ -59,7 +59,8 @@ def _settings(workdir: Path, overrides: dict):
     from tasks.config import PipelineSettings, merge_settings
 
     base = PipelineSettings(workdir=str(workdir), s3=s3_from_environment())
-    return merge_settings(base, overrides)
+    lease = os.environ.get("THINKSOUND_LINEAGE_LEASE_S")
+    return merge_settings(base, {**({"lineage_lease_s": lease} if lease else {}), **overrides})
 
 
 def _given(cot: dict | None = None, quality: dict | None = None, **options) -> dict:

@@ -22,6 +22,7 @@ from tasks.handles import process_handles
 from tasks.ingest import hash_memo_keys, ingest
 from tasks.items import WorkItem
 from tasks.outcomes import outcome_records
+from tasks.publication import PublicationClaims
 from tasks.publish import publish
 from tasks.quality import check_quality, needs_regeneration, settle
 from tasks.records import RecordWriter, StageResult, partial_result
@@ -109,8 +110,8 @@ class _BatchLine:
     batches in flight finish (finished work is always committed), then the error goes up.
     """
 
-    def __init__(self, stages: _Stages, outcomes: _Outcomes, executor: Executor) -> None:
-        self.stages, self.outcomes = stages, outcomes
+    def __init__(self, stages: _Stages, outcomes: _Outcomes, executor: Executor, claims: PublicationClaims) -> None:
+        self.stages, self.outcomes, self.claims = stages, outcomes, claims
         self._gate = threading.Semaphore(executor.parallel_batches)
         self._pool = ThreadPoolExecutor(max_workers=executor.parallel_batches + 1, thread_name_prefix="batch")
 
@@ -118,11 +119,19 @@ class _BatchLine:
         with self._gate:
             checked = self.stages.check_batch(batch_id, batch)
         try:
-            published = self.stages.run("publish", publish, batch_id, checked)
+            ours, theirs = self.claims.split(checked)
+            published = self.stages.run("publish", publish, batch_id, ours)
+            self.claims.release_unpublished(published)
+            self.outcomes.settle(published)
+            if theirs:
+                adopted, records = self.claims.settle_theirs(
+                    theirs, lambda items: self.stages.run("publish", publish, f"{batch_id}-takeover", items)
+                )
+                self.stages.writer.add(records)
+                self.outcomes.settle(adopted)
         except BaseException as exc:
             self.outcomes.settle(getattr(exc, "finished_items", []))
             raise
-        self.outcomes.settle(published)
 
     def run(self, batches: Iterator[tuple[str, list[WorkItem]]]) -> None:
         in_flight: set[Future[None]] = set()
@@ -219,5 +228,6 @@ def process_items(
 
         to_generate.sort(key=lambda i: (generation_duration(i.duration_sec), i.position))
         batches = ((f"{run_id}-b{n:04d}", batch) for n, batch in enumerate(_chunks(to_generate, settings.batch_size)))
-        _BatchLine(stages, outcomes, executor).run(batches)
+        claims = PublicationClaims(lin, handles, settings, run_id)
+        _BatchLine(stages, outcomes, executor, claims).run(batches)
     return [outcomes.by_source[i.row_key] for i in ingested], dict(clock.seconds)

@@ -15,7 +15,8 @@ Crashed runs. Because the writer of a file holds its lock for the whole run, a r
 'running' when another process opens the file for writing can no longer be alive; `open` marks it
 'crashed'. The views then report that run's unfinished sources as failed ("run crashed before
 the item finished"), unless the source has an outcome from another run, which wins. A DuckLake has
-live writers besides this one, so nothing is marked there.
+live writers besides this one: there a running run renews a lease (`storage.run_lease`), and one
+whose lease lapsed is 'abandoned' (in the views at once; in `runs` when the next writer opens it).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import duckdb
 
 from storage import lineage_queries as queries
 from storage.ducklake import DuckLakeTarget, LineageUnavailable, is_ducklake
@@ -44,6 +47,7 @@ from storage.lineage_records import (
     to_json,
     to_utc,
 )
+from storage.run_lease import RunLease, mark_abandoned
 from storage.s3_store import S3Config
 from storage.schema import check_current, migrate, needs_migration
 
@@ -52,6 +56,7 @@ __all__ = ["Lineage", "LineageLocked", "LineageUnavailable"]
 log = logging.getLogger(__name__)
 
 _CHUNK_ROWS = 256
+T = TypeVar("T")
 _open_paths: dict[str, int] = {}
 _shared: dict[str, Lineage] = {}
 _registry_lock = threading.Lock()
@@ -64,12 +69,14 @@ def _registry_key(target: str | Path) -> str:
 class Lineage:
     """Read and write lineage. Use `Lineage.open(target)`; all methods are thread-safe."""
 
-    def __init__(self, *, backend: LineageBackend, read_only: bool) -> None:
+    def __init__(self, *, backend: LineageBackend, read_only: bool, lease_s: float = 60.0) -> None:
         self._backend = backend
         self.path: Path | None = getattr(backend, "path", None)
         self.read_only = read_only
+        self.lease_s = lease_s
         self._lock = threading.RLock()
         self._closed = False
+        self._leases: dict[str, RunLease] = {}
 
     @property
     def _con(self):
@@ -91,12 +98,14 @@ class Lineage:
         data_path: str | None = None,
         s3: S3Config | None = None,
         reconnect_timeout_s: float = 60.0,
+        lease_s: float = 60.0,
     ) -> Lineage:
         """Open (creating and migrating as needed) a lineage file or a `ducklake:postgres:...` lineage.
 
         A file waits up to `timeout_s` for another writer to finish. A DuckLake needs `data_path` (and
-        `s3` when that is on S3) and waits up to `reconnect_timeout_s` for an unreachable catalog. A
-        read-only open of a file written by an earlier version migrates it first.
+        `s3` when that is on S3) and waits up to `reconnect_timeout_s` for an unreachable catalog; the
+        runs started through it hold leases of `lease_s` seconds. A read-only open of a file written by
+        an earlier version migrates it first.
         """
         if is_ducklake(target):
             lake = DuckLakeTarget(catalog=str(target), data_path=data_path or "", s3=s3)
@@ -125,9 +134,12 @@ class Lineage:
         with _registry_lock:
             first_in_process = _open_paths.get(backend.key, 0) == 0
             _open_paths[backend.key] = _open_paths.get(backend.key, 0) + 1
-        lineage = cls(backend=backend, read_only=read_only)
-        if first_in_process and not read_only and backend.exclusive_writer:
-            lineage._mark_dead_runs()
+        lineage = cls(backend=backend, read_only=read_only, lease_s=lease_s)
+        if first_in_process and not read_only:
+            if backend.exclusive_writer:
+                lineage._mark_dead_runs()
+            else:
+                mark_abandoned(lineage)
         return lineage
 
     @classmethod
@@ -144,6 +156,9 @@ class Lineage:
         return lineage
 
     def close(self) -> None:
+        # A run left running by a closed handle keeps no lease: readers will see it abandoned.
+        for lease in list(self._leases.values()):
+            lease.stop()
         with self._lock:
             if self._closed:
                 return
@@ -178,6 +193,17 @@ class Lineage:
         with self._lock:
             names, rows = self._backend.read(sql, params or [])
         return [queries.decode(dict(zip(names, row, strict=True))) for row in rows]
+
+    def serialized(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run `work(connection)` as one transaction that concurrent writers cannot interleave with
+        (see `LineageBackend.serialized`); retried whole on a commit conflict."""
+        with self._lock:
+            return self._backend.serialized(work)
+
+    def write_statements(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run parameterised statements as one transaction."""
+        with self._lock:
+            self._backend.write(statements)
 
     def _insert_many(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], conflict: str) -> None:
         """Rows go to the backend in one transaction (`LineageBackend.insert_rows`)."""
@@ -216,9 +242,19 @@ class Lineage:
             "params = excluded.params, prefect_flow_run_id = excluded.prefect_flow_run_id, "
             "code_version = excluded.code_version",
         )
+        if self.shared_backend:
+            self._stop_lease(run_id)
+            self._leases[run_id] = RunLease(self, run_id, self.lease_s, self._backend.reopen)
+
+    def _stop_lease(self, run_id: str) -> None:
+        lease = self._leases.pop(run_id, None)
+        if lease is not None:
+            lease.stop()
 
     def finish_run(self, run_id: str, status: str, *, finished_at: Timestamp | None = None) -> None:
         check_choice("run status", status, RUN_STATUSES)
+        if status != "running":
+            self._stop_lease(run_id)
         with self._lock:
             if not self.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]):
                 raise KeyError(f"no run {run_id!r} in lineage")

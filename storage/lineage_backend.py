@@ -76,6 +76,18 @@ class LineageBackend(ABC):
             self.con.rollback()
             raise
 
+    def serialized(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run `work` in a transaction that no concurrent upserting transaction interleaves with: a
+        read-then-write (a claim) sees every write committed before it, or conflicts and is retried."""
+        self.con.begin()
+        try:
+            result = work(self.con)
+            self.con.commit()
+        except BaseException:
+            rollback_quietly(self.con)
+            raise
+        return result
+
     def read(self, sql: str, params: Sequence[Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
         cursor = self.con.execute(sql, params)
         if cursor.description is None:
@@ -161,6 +173,13 @@ class DuckLakeBackend(LineageBackend):
     def close(self) -> None:
         ducklake.disconnect(self.con, self.alias)
 
+    def reopen(self) -> DuckLakeBackend:
+        """Another writing connection to the same lake (already migrated)."""
+        return DuckLakeBackend.open(
+            self.target, read_only=False, conflict_timeout_s=self.conflict_timeout_s,
+            reconnect_timeout_s=self.reconnect_timeout_s,
+        )
+
     def insert_sql(self, table: str, columns: Sequence[str], n_rows: int, conflict: str) -> str:
         column_list = ", ".join(columns)
         if not conflict.strip():
@@ -197,19 +216,26 @@ class DuckLakeBackend(LineageBackend):
     def write(self, statements: Sequence[Statement]) -> None:
         upserts = any(sql.startswith("MERGE") for sql, _ in statements)
 
-        def attempt() -> None:
-            self.con.begin()
-            try:
-                if upserts:
-                    self.serialize_upserts()
-                for sql, params in statements:
-                    self.con.execute(sql, params)
-                self.con.commit()
-            except BaseException:
-                rollback_quietly(self.con)
-                raise
+        def run(con: duckdb.DuckDBPyConnection) -> None:
+            for sql, params in statements:
+                con.execute(sql, params)
 
-        self.retrying(attempt)
+        self.retrying(lambda: self._transaction(run, serialize=upserts))
+
+    def serialized(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        return self.retrying(lambda: self._transaction(work, serialize=True))
+
+    def _transaction(self, work: Callable[[duckdb.DuckDBPyConnection], T], *, serialize: bool) -> T:
+        self.con.begin()
+        try:
+            if serialize:
+                self.serialize_upserts()
+            result = work(self.con)
+            self.con.commit()
+        except BaseException:
+            rollback_quietly(self.con)
+            raise
+        return result
 
     def read(self, sql: str, params: Sequence[Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
         return self.retrying(lambda: LineageBackend.read(self, sql, params))

@@ -146,6 +146,9 @@ class PipelineSettings(BaseModel):
     # its data files in `lineage_data` (a directory or s3://bucket/prefix/, on the store's S3 server).
     lineage: str | None = None
     lineage_data: str | None = None
+    # On a shared lineage a run renews a lease this long (every quarter of it); a run whose lease ended
+    # (killed, or cut off from the catalog) shows as 'abandoned', and its claims pass to other runs.
+    lineage_lease_s: float = Field(60.0, ge=1, le=3600)
     s3: S3Settings = S3Settings()
     quality: QualitySettings = QualitySettings()
     cot: CotSettings = CotSettings()

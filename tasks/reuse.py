@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 
 from prefect import task
 from prefect.cache_policies import NONE
 
-from storage import Stage
+from storage import ArtifactStore, Stage
 from tasks.cache_keys import output_keys, published_marker, result_key
 from tasks.config import PipelineSettings
 from tasks.executors import Batch
@@ -37,27 +38,45 @@ def run_reuse(handles: Handles, batch: Batch) -> StageResult:
     store = handles.store(batch.settings)
     records = LineageRecords(batch.run_id)
     for item in (i for i in batch.items if i.is_pending and i.next_stage == Stage.FEATURES and i.result_key):
-        keys = output_keys(item)
-        if not all(store.exists(k) for k in keys.values()):
-            continue
-        marker = published_marker(item.result_key)
-        if marker not in batch.cached:
-            metrics = metrics_from_published_record(store.get_bytes(keys["metrics"]))
-            if metrics is None:
-                continue
-            records.metrics[item.item_id] = metrics
-            records.cache.append((marker, "published", store.uri(keys["metrics"])))
-        item.status, item.next_stage, item.cached = "succeeded", Stage.PUBLISH, True
-        # Its windows, so that lineage records this run's CoT window by window, as a computed item's.
-        plan_item_windows(item, batch.settings)
-        item.audio_uri, item.video_uri, item.metrics_uri = (
-            store.uri(keys[k]) for k in ("audio", "video", "metrics")
-        )
-        # Re-point the item's artifacts: a run with other parameters may have published since.
-        records.artifacts += artifact_rows(item, batch.run_id)
-        now = time.time()
-        records.attempt(Stage.PUBLISH, item, status="cached", input_hash=item.result_key, started_at=now, finished_at=now)
+        if _adopt(item, store, batch, records):
+            # Its windows, so that lineage records this run's CoT window by window, as a computed item's.
+            plan_item_windows(item, batch.settings)
     return StageResult(batch.items, records)
+
+
+def adopt_publications(handles: Handles, batch: Batch, owners: Mapping[str, str]) -> StageResult:
+    """Items ready to publish whose result another run (`owners`: result key -> run id) has published:
+    re-pointed to that run's files, as succeeded; the others stay pending."""
+    store = handles.store(batch.settings)
+    records = LineageRecords(batch.run_id)
+    for item in (i for i in batch.items if i.is_pending and i.next_stage == Stage.PUBLISH):
+        _adopt(item, store, batch, records, details={"published_by": owners.get(item.result_key)})
+    return StageResult(batch.items, records)
+
+
+def _adopt(item: WorkItem, store: ArtifactStore, batch: Batch, records: LineageRecords,
+           details: dict[str, object] | None = None) -> bool:
+    """Settle the item on its published files when they are all there; False when they are not."""
+    keys = output_keys(item)
+    if not all(store.exists(k) for k in keys.values()):
+        return False
+    marker = published_marker(item.result_key)
+    if marker not in batch.cached:
+        metrics = metrics_from_published_record(store.get_bytes(keys["metrics"]))
+        if metrics is None:
+            return False
+        records.metrics[item.item_id] = metrics
+        records.cache.append((marker, "published", store.uri(keys["metrics"])))
+    item.status, item.next_stage, item.cached = "succeeded", Stage.PUBLISH, True
+    item.audio_uri, item.video_uri, item.metrics_uri = (
+        store.uri(keys[k]) for k in ("audio", "video", "metrics")
+    )
+    # Re-point the item's artifacts: a run with other parameters may have published since.
+    records.artifacts += artifact_rows(item, batch.run_id)
+    now = time.time()
+    records.attempt(Stage.PUBLISH, item, status="cached", input_hash=item.result_key, started_at=now, finished_at=now,
+                    details=details)
+    return True
 
 
 def metrics_from_published_record(blob: bytes) -> dict[str, object] | None:

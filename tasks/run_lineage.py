@@ -39,7 +39,9 @@ def new_lineage(settings: PipelineSettings, *, read_only: bool = False) -> Linea
         return Lineage.open(settings.lineage_path, read_only=read_only)
     data = settings.lineage_data
     s3 = s3_config(settings.s3) if data and is_s3_uri(data) else None
-    return Lineage.open(settings.lineage, data_path=data, s3=s3, read_only=read_only)
+    return Lineage.open(
+        settings.lineage, data_path=data, s3=s3, read_only=read_only, lease_s=settings.lineage_lease_s
+    )
 
 
 def read_lineage_file(path: Path) -> Lineage:

@@ -6,6 +6,8 @@ S3 with no secret stored anywhere, lineage-import, a writer killed mid-commit, P
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -13,17 +15,20 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 
 import duckdb
 import pytest
 from media import make_video
+from minio.versioningconfig import ENABLED, VersioningConfig
 from pg_server import lakes, pg_server  # noqa: F401 - the fixtures are used by name
 from s3_server import new_bucket_name, s3_server  # noqa: F401 - the fixture is used by name
 from test_deployments import prefect_server  # noqa: F401 - the fixture is used by name
 
 from storage import Lineage, S3Config
 from storage.ducklake import load_extensions
+from storage.publication_claims import claim_publications, owners_and_liveness
 from storage.schema import available_migrations
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,6 +58,31 @@ def _reader(catalog: str, data_path: str, s3) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def _versioned_bucket(s3) -> str:
+    """A new bucket that keeps every version of an object: a second upload of one key shows."""
+    bucket = new_bucket_name()
+    s3.client().make_bucket(bucket)
+    s3.client().set_bucket_versioning(bucket, VersioningConfig(ENABLED))
+    return bucket
+
+
+def _assert_published_once(con: duckdb.DuckDBPyConnection, s3, bucket: str) -> list[str]:
+    """Each result was uploaded once, by at most one recorded publish attempt (a killed run records none)
+    and under one claim; returns the result keys."""
+    versions = Counter(o.object_name for o in s3.client().list_objects(
+        bucket, prefix="out/outputs/", recursive=True, include_version=True))
+    assert versions and set(versions.values()) == {1}, f"uploaded more than once: {versions}"
+    keys = sorted({name.split("/")[3] for name in versions})
+    assert len(versions) == 3 * len(keys), "audio, video and metrics of each result"
+    published = dict(con.execute(
+        "SELECT input_hash, count(*) FROM lake.stage_attempts WHERE stage = 'publish' AND status = 'succeeded' "
+        "GROUP BY ALL").fetchall())
+    assert set(published) <= set(keys) and set(published.values()) <= {1}, f"published more than once: {published}"
+    claims = con.execute("SELECT result_key, count(*) FROM lake.publication_claims GROUP BY ALL").fetchall()
+    assert dict(claims) == dict.fromkeys(keys, 1)
+    return keys
+
+
 def _pg_dump(pg_server, catalog: str) -> str:
     dbname = catalog.split("dbname=")[1].split()[0]
     return pg_server._pg("pg_dump", "-h", "127.0.0.1", "-p", str(pg_server.port), "-U", pg_server.user,
@@ -80,8 +110,7 @@ def test_four_concurrent_runs_share_one_lineage(pg_server, s3_server, prefect_se
     env = {**_cli_env(s3_server), "PREFECT_API_URL": prefect_server["PREFECT_API_URL"],
            "PREFECT_HOME": prefect_server["PREFECT_HOME"]}
     first, second = overlapping_inputs
-    bucket = new_bucket_name()
-    s3_server.client().make_bucket(bucket)
+    bucket = _versioned_bucket(s3_server)
     catalog = f"ducklake:postgres:{pg_server.conninfo(pg_server.create_database())}"
     data_path = f"s3://{bucket}/lineage/"
     inputs = [first, second, first, second]
@@ -122,6 +151,17 @@ def test_four_concurrent_runs_share_one_lineage(pg_server, s3_server, prefect_se
             "SELECT run_id, item_id, count(*) FROM lake.stage_attempts WHERE stage = 'synthesis' "
             "AND status = 'succeeded' GROUP BY ALL HAVING count(*) > 1").fetchall()
         assert per_run == []
+        # The runs that met a result another run was publishing adopted it, and say whose it is.
+        keys = _assert_published_once(con, s3_server, bucket)
+        assert len(keys) == 3, "a, b (also b_again) and c"
+        publishers = dict(con.execute(
+            "SELECT input_hash, run_id FROM lake.stage_attempts WHERE stage = 'publish' AND status = 'succeeded'"
+        ).fetchall())
+        assert sorted(publishers) == keys, "no run was killed: every publication is recorded"
+        adopted = con.execute(
+            "SELECT input_hash, json_extract_string(details, '$.published_by') FROM lake.stage_attempts "
+            "WHERE stage = 'publish' AND status = 'cached' AND json_extract_string(details, '$.published_by') IS NOT NULL").fetchall()
+        assert all(publishers[key] == owner for key, owner in adopted), (adopted, publishers)
         for view in ("item_cot", "failures", "run_summary", "stage_timing"):
             con.execute(f"SELECT * FROM lake.{view}").fetchall()
     with Lineage.open(tmp_path / "file-lineage.duckdb") as file_lineage:
@@ -331,3 +371,119 @@ def test_postgres_restart_mid_run_waits_then_fails_clearly(lakes, pg_server):
     assert "LineageUnavailable" in err and "unreachable for 3s" in err
     assert waited >= 3
     assert _batches(catalog, lakes.data_dir) == {f"b{n}": 600 for n in range(6)}, "finished batches are kept"
+
+
+_CLAIMER = """
+import json, sys
+from storage import Lineage
+from storage.publication_claims import claim_publications
+catalog, data, run_id = sys.argv[1:4]
+with Lineage.open(catalog, data_path=data) as lin:
+    lin.start_run(run_id, input="/data", params={})
+    print("open", flush=True)
+    keys = sys.stdin.readline().split()
+    print(json.dumps(claim_publications(lin, run_id, keys)), flush=True)
+    lin.finish_run(run_id, "completed")
+"""
+
+
+def test_concurrent_claims_give_each_result_one_owner_and_a_stopped_owner_hands_over(lakes):
+    catalog = lakes.new()
+    claimers = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(_CLAIMER), catalog, str(lakes.data_dir), f"r{n}"],
+                                 cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True) for n in range(3)]
+    try:
+        for claimer in claimers:
+            _expect(claimer, "open")
+        keys = [f"result{n:02d}" for n in range(20)]
+        # Each claimer asks for the keys in another order, all at once.
+        for n, claimer in enumerate(claimers):
+            claimer.stdin.write(" ".join(keys[n:] + keys[:n]) + "\n")
+            claimer.stdin.flush()
+        answers = []
+        for claimer in claimers:
+            out, err = claimer.communicate(timeout=300)
+            assert claimer.returncode == 0, err[-3000:]
+            answers.append(json.loads(out))
+    finally:
+        for claimer in claimers:
+            claimer.kill()
+    assert answers[0] == answers[1] == answers[2], "every claimer agrees on each key's owner"
+    assert set(answers[0]) == set(keys)
+    with Lineage.open(catalog, data_path=str(lakes.data_dir)) as lin:
+        assert lin.execute("SELECT count(*) AS n, count(DISTINCT result_key) AS keys FROM publication_claims") == [
+            {"n": 20, "keys": 20}]
+        # The owners have finished (without publishing): a later run takes over only from the owner it names.
+        holders = owners_and_liveness(lin, keys)
+        assert {owner for owner, live in holders.values() if not live} == set(answers[0].values())
+        wrong = claim_publications(lin, "late", keys[:1], take_over={keys[0]: "someone-else"})
+        assert wrong == {keys[0]: answers[0][keys[0]]}
+        moved = claim_publications(lin, "late", keys, take_over={k: owner for k, (owner, _) in holders.items()})
+        assert moved == dict.fromkeys(keys, "late")
+
+
+def test_a_killed_run_is_abandoned_and_reprocess_finishes_its_work_publishing_once(
+    lakes, s3_server, prefect_server, tmp_path
+):
+    """SIGKILL during publish on a shared lineage; `reprocess` (itself on the shared lineage) finishes it."""
+    env = {**_cli_env(s3_server), "PREFECT_API_URL": prefect_server["PREFECT_API_URL"],
+           "PREFECT_HOME": prefect_server["PREFECT_HOME"]}
+    bucket = _versioned_bucket(s3_server)
+    catalog, data = lakes.new(), str(lakes.data_dir)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    make_video(videos / "a.mp4", duration=1.0, size="32x32")
+    (videos / "broken.mp4").write_bytes(b"")  # fails at ingest, so reprocess always has work
+    location = ["--lineage", catalog, "--lineage-data", data]
+
+    def thinksound(*args: str, **extra_env: str) -> subprocess.Popen:
+        return subprocess.Popen([THINKSOUND, *args, *location], env={**env, **extra_env}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def lake_rows(sql: str) -> list[dict]:
+        with Lineage.open(catalog, data_path=data, read_only=True) as lin:
+            return lin.execute(sql)
+
+    killed = thinksound("run", str(videos), "--preset", "tiny", "--workdir", str(tmp_path / "w1"), "--store",
+                        f"s3://{bucket}/out", "--steps", "2", THINKSOUND_LINEAGE_LEASE_S="3")
+    with Lineage.open(catalog, data_path=data, read_only=True) as watcher:  # each query reads the latest commit
+        try:
+            # SIGKILL once the run has claimed its result (it is publishing, or about to).
+            deadline = time.monotonic() + 600
+            while not watcher.execute("SELECT 1 FROM publication_claims"):
+                assert killed.poll() is None, killed.communicate()[0][-3000:]
+                assert time.monotonic() < deadline, "the run never reached publish"
+                time.sleep(0.02)
+            os.killpg(killed.pid, signal.SIGKILL)
+            killed.wait(timeout=60)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(killed.pid, signal.SIGKILL)
+        (killed_id,) = [r["run_id"] for r in watcher.execute("SELECT run_id FROM runs")]
+        # Readers see it abandoned once its lease (3 s) has ended, without any writer's help.
+        deadline = time.monotonic() + 120
+        while (state := watcher.execute("SELECT * FROM run_effective WHERE run_id = ?", [killed_id])[0])[
+            "status"
+        ] == "running":
+            assert time.monotonic() < deadline, state
+            time.sleep(0.2)
+    assert state["status"] == "abandoned" and "no lease renewal since" in state["status_reason"]
+    shown = subprocess.run([THINKSOUND, "status", "--json", *location], env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    (summary,) = json.loads(shown.stdout)
+    assert summary["status"] == "abandoned" and "killed" in summary["status_reason"]
+
+    make_video(videos / "broken.mp4", duration=1.1, size="32x32", pattern="rgbtestsrc")
+    following = thinksound("reprocess", "--workdir", str(tmp_path / "w2"))
+    out, _ = following.communicate(timeout=600)
+    assert following.returncode == 0, out[-3000:]
+    runs = {r["run_id"]: r for r in lake_rows("SELECT run_id, status, status_reason FROM runs")}
+    assert runs[killed_id]["status"] == "abandoned", "the next writer recorded it"
+    assert "no lease renewal since" in runs[killed_id]["status_reason"]
+    assert [r["status"] for r in runs.values() if r["run_id"] != killed_id] == ["completed"]
+    status = lake_rows("SELECT source, status FROM item_status ORDER BY source")
+    assert status == [{"source": str((videos / name).resolve()), "status": "succeeded"}
+                      for name in ("a.mp4", "broken.mp4")], "one row per source"
+    with _reader(catalog, data, s3_server) as con:
+        _assert_published_once(con, s3_server, bucket)
