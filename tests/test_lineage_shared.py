@@ -487,3 +487,25 @@ def test_a_killed_run_is_abandoned_and_reprocess_finishes_its_work_publishing_on
                       for name in ("a.mp4", "broken.mp4")], "one row per source"
     with _reader(catalog, data, s3_server) as con:
         _assert_published_once(con, s3_server, bucket)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_demo_dubs_into_a_shared_lineage_that_a_reader_holds_open(lakes, tmp_path):
+    from flows.demo_backend import DemoBackend, GenerationRequest
+    from flows.demo_input import UploadLimits
+    from tasks.config import PipelineSettings
+
+    catalog, data = lakes.new(), str(lakes.data_dir)
+    settings = PipelineSettings(workdir=str(tmp_path / "demo"), preset="tiny", lineage=catalog, lineage_data=data)
+    backend = DemoBackend(settings=settings, limits=UploadLimits(max_duration_sec=3.0))
+    make_video(tmp_path / "clip.mp4", duration=1.0, size="32x32")
+    # A reader holding the lineage open (a lineage file would refuse the demo's writes: LineageLocked).
+    with Lineage.open(catalog, data_path=data, read_only=True) as reader:
+        assert reader.item_status() == []
+        outcome = backend.generate(tmp_path / "clip.mp4", GenerationRequest(steps=2))
+        rows = reader.item_status()
+        (run,) = reader.run_summary()
+    assert outcome.status == "succeeded", outcome.message
+    assert outcome.audio_path is not None and outcome.audio_path.is_file()
+    assert [(r["status"], r["run_id"]) for r in rows] == [("succeeded", outcome.run_id)], "one row for the upload"
+    assert (run["run_id"], run["status"], run["status_reason"]) == (outcome.run_id, "completed", None)
