@@ -3,32 +3,36 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextvars import copy_context
 
+from prefect import task
+from prefect.cache_policies import NONE
 from prefect.utilities.annotations import quote
 
 from flows.report import RunProgress, stage_listeners
 from tasks.cache_keys import generation_duration
 from tasks.config import PipelineSettings
 from tasks.cot import write_cot
-from tasks.executors import Batch, Executor, open_executor
-from tasks.features import extract_features
+from tasks.executors import Batch, Executor, StageFn, open_executor
+from tasks.features import run_features
 from tasks.handles import process_handles
 from tasks.ingest import hash_memo_keys, ingest
 from tasks.items import WorkItem
 from tasks.outcomes import outcome_records
 from tasks.publication import PublicationClaims
-from tasks.publish import publish
-from tasks.quality import check_quality, needs_regeneration, settle
+from tasks.publish import run_publish
+from tasks.quality import needs_regeneration, run_quality, settle
 from tasks.records import RecordWriter, StageResult, partial_result
+from tasks.retry import with_transient_retries
 from tasks.reuse import reuse_candidates, reuse_published
 from tasks.run_lineage import Lineage
-from tasks.synthesis import synthesize_batch
+from tasks.synthesis import run_synthesis
 
 # Ingest, CoT and the reuse check work on chunks this large (vLLM batches the CoT requests of a chunk).
 PLAN_CHUNK = 256
@@ -41,6 +45,11 @@ def _chunks(items: Sequence[WorkItem], size: int) -> Iterator[list[WorkItem]]:
 
 # Batches go to tasks wrapped in `quote`: they hold no futures, and sparing Prefect the walk through
 # every item's fields is most of its per-task overhead on large batches.
+
+
+def _chunk_task(stage_task, chunk_id: str, executor: Executor, batch: Batch) -> StageResult:
+    """A chunk's stage as its own task run (ingest, CoT: a few per run)."""
+    return stage_task(chunk_id, quote(batch), quote(executor))
 
 
 class StageClock:
@@ -63,17 +72,21 @@ class StageClock:
 
 
 class _Stages:
-    """Runs stage tasks through the executor and records what they return: the flow's one writer."""
+    """Runs stages through the executor and records what they return: the flow's one writer."""
 
     def __init__(self, executor: Executor, writer: RecordWriter, settings: PipelineSettings, run_id: str,
                  clock: StageClock) -> None:
         self.executor, self.writer, self.settings, self.run_id, self.clock = executor, writer, settings, run_id, clock
 
-    def run(self, stage: str, task, batch_id: str, items: list[WorkItem], cached: dict[str, str] | None = None):
+    def run(
+        self, stage: str, call: Callable[[Batch], StageResult], items: list[WorkItem],
+        cached: dict[str, str] | None = None,
+    ) -> list[WorkItem]:
+        """`call` runs the stage over the batch: a chunk's stage task, or a batch's stage on the executor."""
         batch = Batch(self.run_id, items, self.settings, cached or {})
         with self.clock.stage(stage):
             try:
-                result: StageResult = task(batch_id, quote(batch), quote(self.executor))
+                result = call(batch)
             except BaseException as exc:
                 # What the stage finished before it raised is recorded before the error goes up.
                 partial = partial_result(exc)
@@ -84,21 +97,37 @@ class _Stages:
             self.writer.add(result.records)
         return result.items
 
-    def check_batch(self, batch_id: str, batch: list[WorkItem]) -> list[WorkItem]:
+    def compute(self, stage: str, fn: StageFn, items: list[WorkItem], *, models: bool) -> list[WorkItem]:
+        """One of a batch's stages, on the executor; transient errors are retried."""
+        def call(batch: Batch) -> StageResult:
+            return with_transient_retries(lambda: self.executor.run(fn, batch, models=models))
+
+        return self.run(stage, call, items)
+
+    def check_batch(self, batch: list[WorkItem]) -> list[WorkItem]:
         """The model stages for one batch: features, synthesis and checks, with regeneration."""
-        batch = self.run("features", extract_features, batch_id, batch)
-        batch = self.run("synthesis", synthesize_batch, batch_id, batch)
-        batch = self.run("qc", check_quality, batch_id, batch)
+        batch = self.compute("features", run_features, batch, models=True)
+        batch = self.compute("synthesis", run_synthesis, batch, models=True)
+        batch = self.compute("qc", run_quality, batch, models=True)
         while retry := [i for i in batch if needs_regeneration(i, self.settings)]:
             for item in retry:
                 item.generation += 1
-            retry_id = f"{batch_id}-regen{retry[0].generation}"
-            retried = self.run("synthesis", synthesize_batch, retry_id, retry)
-            retried = self.run("qc", check_quality, retry_id, retried)
+            retried = self.compute("synthesis", run_synthesis, retry, models=True)
+            retried = self.compute("qc", run_quality, retried, models=True)
             by_row = {i.row_key: i for i in retried}
             batch = [by_row.get(i.row_key, i) for i in batch]
         settle(batch)
         return batch
+
+
+@task(name="batch", task_run_name="batch-{batch_id}", cache_policy=NONE)
+def dub_batch(batch_id: str, chain: Callable[[], None]) -> None:
+    """One batch through the model stages and publishing.
+
+    One task run per batch, not per stage: a task run costs the driver ~4 ms of CPU, and a run per
+    stage was 2 ms per item at the default batch size. Each stage's attempts and times are in lineage.
+    """
+    chain()
 
 
 class _BatchLine:
@@ -115,17 +144,17 @@ class _BatchLine:
         self._gate = threading.Semaphore(executor.parallel_batches)
         self._pool = ThreadPoolExecutor(max_workers=executor.parallel_batches + 1, thread_name_prefix="batch")
 
-    def _chain(self, batch_id: str, batch: list[WorkItem]) -> None:
+    def _chain(self, batch: list[WorkItem]) -> None:
         with self._gate:
-            checked = self.stages.check_batch(batch_id, batch)
+            checked = self.stages.check_batch(batch)
         try:
             ours, theirs = self.claims.split(checked)
-            published = self.stages.run("publish", publish, batch_id, ours)
+            published = self.stages.compute("publish", run_publish, ours, models=False)
             self.claims.release_unpublished(published)
             self.outcomes.settle(published)
             if theirs:
                 adopted, records = self.claims.settle_theirs(
-                    theirs, lambda items: self.stages.run("publish", publish, f"{batch_id}-takeover", items)
+                    theirs, lambda items: self.stages.compute("publish", run_publish, items, models=False)
                 )
                 self.stages.writer.add(records)
                 self.outcomes.settle(adopted)
@@ -139,7 +168,8 @@ class _BatchLine:
         try:
             for batch_id, batch in batches:
                 # The copied context carries Prefect's flow run, so task runs belong to this flow run.
-                in_flight.add(self._pool.submit(copy_context().run, self._chain, batch_id, batch))
+                chain = functools.partial(self._chain, batch)
+                in_flight.add(self._pool.submit(copy_context().run, dub_batch, batch_id, quote(chain)))
                 if len(in_flight) > self._pool._max_workers:
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     error = next((f.exception() for f in done if f.exception() is not None), None)
@@ -208,7 +238,9 @@ def process_items(
         ingested: list[WorkItem] = []
         for n, chunk in enumerate(_chunks(items, PLAN_CHUNK)):
             known = lin.cache_get_many(hash_memo_keys(chunk, settings))
-            ingested += stages.run("ingest", ingest, f"{run_id}-ingest{n:03d}", chunk, known)
+            chunk_id = f"{run_id}-ingest{n:03d}"
+            call = functools.partial(_chunk_task, ingest, chunk_id, executor)
+            ingested += stages.run("ingest", call, chunk, known)
         writer.add(outcome_records(run_id, ingested))
         writer.flush()  # every source has its row before the first batch settles
         outcomes = _Outcomes(ingested, writer, run_id)
@@ -217,7 +249,7 @@ def process_items(
         handles = process_handles()
         for n, chunk in enumerate(_chunks(outcomes.representatives, PLAN_CHUNK)):
             chunk_id = f"{run_id}-c{n:03d}"
-            chunk = stages.run("cot", write_cot, chunk_id, chunk)
+            chunk = stages.run("cot", functools.partial(_chunk_task, write_cot, chunk_id, executor), chunk)
             with clock.stage("reuse"):
                 published = lin.cache_get_many(reuse_candidates(chunk, settings))
                 result = reuse_published(chunk_id, quote(Batch(run_id, chunk, settings, published)), handles)

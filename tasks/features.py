@@ -7,11 +7,10 @@ import time
 from storage import Stage
 from tasks.cache_keys import generation_duration, video_extractor_version
 from tasks.config import PipelineSettings
-from tasks.executors import Batch, Executor
+from tasks.executors import Batch
 from tasks.handles import Handles
 from tasks.items import WorkItem, batch_share
 from tasks.records import LineageRecords, StageResult
-from tasks.retry import stage_task
 from tasks.windows import plan_item_windows
 from thinksound.features import DecodedClip, VideoDecodeError, decode_clip
 from thinksound.features.stream import decode_windows
@@ -135,8 +134,3 @@ def run_features(handles: Handles, batch: Batch) -> StageResult:
         )
     return StageResult(items, records)
 
-
-@stage_task("features")
-def extract_features(batch_id: str, batch: Batch, executor: Executor) -> StageResult:
-    """The feature stage over a batch (a model stage)."""
-    return executor.run(run_features, batch, models=True)

@@ -11,12 +11,11 @@ from pathlib import Path
 from storage import Stage
 from tasks.cache_keys import generator_version, listening_version, output_keys, published_marker
 from tasks.config import PipelineSettings
-from tasks.executors import Batch, Executor
+from tasks.executors import Batch
 from tasks.handles import Handles
 from tasks.items import WorkItem, jsonable
 from tasks.quality import SAMPLE_RATE, candidate_summary, load_audio, thresholds
 from tasks.records import LineageRecords, StageResult, attach_partial
-from tasks.retry import stage_task
 from tasks.scratch import own_scratch
 from tasks.windows import windows_summary
 from thinksound.media import DUBBED_CONTAINER, MuxError, mux_audio, needs_reencode, wav_bytes
@@ -142,8 +141,3 @@ def run_publish(handles: Handles, batch: Batch) -> StageResult:
         item.status = "succeeded"
     return StageResult(batch.items, records)
 
-
-@stage_task("publish")
-def publish(batch_id: str, batch: Batch, executor: Executor) -> StageResult:
-    """The publish stage over a batch (a CPU stage: loudness, FFmpeg muxing, storage writes)."""
-    return executor.run(run_publish, batch, models=False)

@@ -17,11 +17,10 @@ from storage import Stage
 from tasks import listening
 from tasks.cache_keys import listening_version
 from tasks.config import PipelineSettings, QualitySettings
-from tasks.executors import Batch, Executor
+from tasks.executors import Batch
 from tasks.handles import Handles
 from tasks.items import WorkItem, batch_share, jsonable
 from tasks.records import LineageRecords, StageResult
-from tasks.retry import stage_task
 from tasks.windows import item_plan
 from thinksound.features import VideoFeatures
 from thinksound.qc.selection import SCORE_NAMES, failed_listening, first_sentence, rank_key
@@ -208,11 +207,6 @@ def run_quality(handles: Handles, batch: Batch) -> StageResult:
             records.metrics[item.item_id] = jsonable(score_metrics(item, settings))
     return StageResult(batch.items, records)
 
-
-@stage_task("quality")
-def check_quality(batch_id: str, batch: Batch, executor: Executor) -> StageResult:
-    """The quality checks over a batch (with the model workers: QC models are model stages)."""
-    return executor.run(run_quality, batch, models=True)
 
 
 def needs_regeneration(item: WorkItem, settings: PipelineSettings) -> bool:

@@ -11,11 +11,10 @@ import numpy as np
 from storage import Stage
 from tasks.cache_keys import generator_version, item_seed, raw_audio_key, result_key
 from tasks.config import PipelineSettings
-from tasks.executors import Batch, Executor
+from tasks.executors import Batch
 from tasks.handles import Handles
 from tasks.items import WorkItem, batch_share
 from tasks.records import LineageRecords, StageResult
-from tasks.retry import stage_task
 from tasks.windows import assign_seeds, item_plan, redraw_regenerated_windows, windows_summary
 from thinksound import peak_normalize
 from thinksound.features import Features, TextFeatures, VideoFeatures
@@ -148,8 +147,3 @@ def run_synthesis(handles: Handles, batch: Batch) -> StageResult:
             )
     return StageResult(batch.items, records)
 
-
-@stage_task("synthesis")
-def synthesize_batch(batch_id: str, batch: Batch, executor: Executor) -> StageResult:
-    """The synthesis stage over a batch (a model stage)."""
-    return executor.run(run_synthesis, batch, models=True)

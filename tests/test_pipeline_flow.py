@@ -308,7 +308,35 @@ def test_an_unreadable_metrics_file_from_a_crash_means_the_item_is_redone(datase
     assert json.loads(_local(again["items"][0]["metrics_uri"]).read_text())["item_id"]
 
 
-def test_stage_task_runs_belong_to_the_flow_run_and_carry_the_batch_id(first_run):
+def test_a_batch_stage_retries_transient_errors_only():
+    from storage import TransientStorageError
+    from tasks.retry import with_transient_retries
+
+    calls = []
+
+    def fails_twice() -> str:
+        calls.append("call")
+        if len(calls) < 3:
+            raise TransientStorageError("S3 timed out")
+        return "done"
+
+    assert with_transient_retries(fails_twice, retries=2, delay_s=0) == "done" and len(calls) == 3
+    calls.clear()
+    with pytest.raises(TransientStorageError):
+        with_transient_retries(fails_twice, retries=1, delay_s=0)
+    assert len(calls) == 2
+
+    def bad_input() -> None:
+        calls.append("call")
+        raise ValueError("not a video")
+
+    calls.clear()
+    with pytest.raises(ValueError):
+        with_transient_retries(bad_input, retries=2, delay_s=0)
+    assert len(calls) == 1
+
+
+def test_task_runs_belong_to_the_flow_run_and_carry_the_batch_id(first_run):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -319,8 +347,9 @@ def test_stage_task_runs_belong_to_the_flow_run_and_carry_the_batch_id(first_run
     with get_client(sync_client=True) as client:
         task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     names = {t.name for t in task_runs}
-    for stage in ("features", "synthesis", "quality", "publish"):
-        assert f"{stage}-{run_id}-b0000" in names, sorted(names)
+    # One task run per batch (its model stages and publishing), one per chunk for ingest and CoT.
+    assert f"batch-{run_id}-b0000" in names, sorted(names)
+    assert not any(name.startswith(("features-", "synthesis-", "quality-", "publish-")) for name in names)
     assert f"ingest-{run_id}-ingest000" in names and f"cot-{run_id}-c000" in names, sorted(names)
     assert all(t.state and t.state.is_completed() for t in task_runs), [(t.name, t.state) for t in task_runs]
 
