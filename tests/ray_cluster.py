@@ -62,6 +62,14 @@ class RayCluster:
             raise
         return self
 
+    def ensure_running(self) -> RayCluster:
+        """This cluster, started again (same address) if its head process has died."""
+        if self._process is not None and self._process.poll() is not None:
+            self.stop()
+            self.temp_dir.mkdir(parents=True, exist_ok=True)
+            self.start()
+        return self
+
     def _wait_ready(self) -> None:
         """Wait until the head says the runtime is up (or exits, or time runs out).
 
