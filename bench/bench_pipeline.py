@@ -131,8 +131,7 @@ def plain_loop():
 
     import flows.pipeline as pipeline
 
-    names = ["ingest", "write_cot", "reuse_published", "extract_features", "synthesize_batch", "check_quality",
-             "publish"]
+    names = ["ingest", "write_cot", "reuse_published", "dub_batch"]
     saved = {name: getattr(pipeline, name) for name in names}
     saved_progress = pipeline.RunProgress
 

@@ -116,13 +116,14 @@ def _kill_a_busy_model_worker(cluster, run: subprocess.Popen) -> int:
 
 
 @pytest.fixture(scope="module")
-def local_and_ray_runs(dataset, ray_cluster, prefect_api, tmp_path_factory):
+def local_and_ray_runs(dataset, prefect_api, request, tmp_path_factory):
     """The dataset dubbed locally and on Ray, where one model worker is killed in the middle of a batch
     (one Ray run serves every check: it is what most of these tests cost)."""
     local_dir, ray_dir = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("ray")
-    address = ray_cluster.ensure_running().address
-    ray_run = _thinksound_run(prefect_api, dataset, ray_dir, *RAY_OPTIONS, "--ray-address", address)
     local_run = _thinksound_run(prefect_api, dataset, local_dir)
+    # The session's Ray cluster starts (on first use) while the local run computes.
+    ray_cluster = request.getfixturevalue("ray_cluster").ensure_running()
+    ray_run = _thinksound_run(prefect_api, dataset, ray_dir, *RAY_OPTIONS, "--ray-address", ray_cluster.address)
     victim = _kill_a_busy_model_worker(ray_cluster, ray_run)
     _finish(local_run)
     _finish(ray_run)
