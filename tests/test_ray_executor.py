@@ -192,7 +192,8 @@ def test_a_rerun_after_the_driver_was_killed_adopts_what_was_published(local_and
                                                                         prefect_api, tmp_path):
     local_dir, _, _ = local_and_ray_runs
     workdir = tmp_path / "w"
-    ray_options = (*RAY_OPTIONS, "--ray-address", live_ray.address)
+    # One model worker: cheaper to start, and batches publish one after another.
+    ray_options = ("--executor", "ray", "--ray-workers", "1", "--ray-cpus", "0.5", "--ray-address", live_ray.address)
     # Its own session: SIGKILL takes the driver and whatever it started, as a crashed machine would.
     first = _thinksound_run(prefect_api, dataset, workdir, *ray_options, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
