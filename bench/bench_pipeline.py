@@ -101,11 +101,10 @@ def instrument(clock: ComputeClock) -> None:
     clock.wrap(tasks.features, "decode_clip", "ffmpeg decode")
     clock.wrap(FeatureExtractor, "encode_videos", "video encoders")
     clock.wrap(FeatureExtractor, "encode_texts", "text encoders")
-    clock.wrap(tasks.synthesis, "synthesize_windows", "generator")
+    clock.wrap(tasks.synthesis, "sample_latents", "generator")
     clock.wrap(tasks.publish, "mux_audio", "ffmpeg mux")
-    clock.wrap(tasks.quality, "measure", "audio QC math")
-    clock.wrap(tasks.publish, "measure_after_gain", "audio QC math")
-    clock.wrap(tasks.publish, "normalize_loudness", "audio QC math")
+    clock.wrap(tasks.quality, "measure_track", "audio QC math")
+    clock.wrap(tasks.publish, "write_gained_wav", "audio QC math")
 
 
 def make_videos(folder: Path, count: int) -> None:

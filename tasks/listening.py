@@ -33,9 +33,15 @@ class ListeningModels:
 class Candidate:
     """What the models need of one candidate: its audio, its video's sync features and its texts."""
 
-    audio: np.ndarray  # (channels, samples) at the generator's rate
+    clap_audio: np.ndarray  # (channels, samples) at the generator's rate: at least CLAP's first seconds
+    audio16: np.ndarray  # (samples,) the whole track's channel mean at 16 kHz (`frontend.resample`)
     sync_features: torch.Tensor  # (S*8, D) cached Synchformer visual features
     clap_text: str
+
+
+def clap_seconds(m: ListeningModels) -> float:
+    """How much of a clip's start CLAP listens to."""
+    return float(m.clap.feature_extractor.max_length_s)
 
 
 def thresholds(settings: PipelineSettings) -> ListeningThresholds:
@@ -79,15 +85,14 @@ def load_models(
 
 def listen(candidates: list[Candidate], sample_rate: int, m: ListeningModels) -> list[dict[str, object]]:
     """Scores of every candidate: ``desync_sec``, ``clap``, ``speech``, ``music``, plus their details."""
-    from thinksound.qc.frontend import resample, to_mono  # noqa: PLC0415
+    from thinksound.qc.tagger import TAGGER_SAMPLE_RATE  # noqa: PLC0415
 
     if not candidates:
         return []
-    audio = [c.audio for c in candidates]
-    audio16 = [torch.from_numpy(resample(to_mono(a), sample_rate, 16000)) for a in audio]
+    audio16 = [torch.from_numpy(c.audio16) for c in candidates]
     sync = m.sync.score([c.sync_features for c in candidates], audio16)
-    clap = m.clap.score(audio, sample_rate, [c.clap_text for c in candidates])
-    tags = m.tagger.tag(audio, sample_rate)
+    clap = m.clap.score([c.clap_audio for c in candidates], sample_rate, [c.clap_text for c in candidates])
+    tags = m.tagger.tag([c.audio16 for c in candidates], TAGGER_SAMPLE_RATE)
     return [
         {
             "desync_sec": s.desync_sec,

@@ -7,9 +7,11 @@ winner is chosen. Every candidate's scores go to lineage; the winner's also to t
 
 from __future__ import annotations
 
-import io
 import math
+import tempfile
 import time
+import uuid
+from pathlib import Path
 
 import numpy as np
 
@@ -21,13 +23,18 @@ from tasks.executors import Batch
 from tasks.handles import Handles
 from tasks.items import WorkItem, batch_share, jsonable
 from tasks.records import LineageRecords, StageResult
+from tasks.scratch import own_scratch
 from tasks.windows import item_plan
 from thinksound.features import VideoFeatures
 from thinksound.qc.selection import SCORE_NAMES, failed_listening, first_sentence, rank_key
-from thinksound.quality import QualityThresholds, badness, failed_checks, measure
+from thinksound.quality import QualityThresholds, badness, failed_checks
 from thinksound.seams import seam_jumps_db, window_silence_ratios
+from thinksound.track_file import TrackFile
+from thinksound.track_quality import measure_track, resample_mono
 
 SAMPLE_RATE = 44100
+# The rate DeSync and the speech/music tagger hear (`thinksound.qc.tagger.TAGGER_SAMPLE_RATE`).
+LISTENING_RATE = 16000
 
 
 def thresholds(settings: QualitySettings) -> QualityThresholds:
@@ -42,8 +49,9 @@ def thresholds(settings: QualitySettings) -> QualityThresholds:
     )
 
 
-def load_audio(handles: Handles, key: str, settings: PipelineSettings) -> np.ndarray:
-    return np.load(io.BytesIO(handles.store(settings).get_bytes(key)), allow_pickle=False)
+def fetch_track(handles: Handles, key: str, settings: PipelineSettings, folder: Path) -> TrackFile:
+    """A candidate's raw audio, downloaded into `folder` to be read a chunk at a time."""
+    return TrackFile(handles.store(settings).get_file(key, folder / f"{uuid.uuid4().hex}.npy"))
 
 
 def clap_text(item: WorkItem) -> str:
@@ -51,21 +59,29 @@ def clap_text(item: WorkItem) -> str:
     return item.caption.strip() or first_sentence(item.caption_cot)
 
 
-def _listen(handles: Handles, fresh: list[tuple[WorkItem, dict, np.ndarray]], settings: PipelineSettings) -> None:
+def _listen(handles: Handles, fresh: list[tuple[WorkItem, dict, TrackFile]], settings: PipelineSettings) -> None:
     """Fill ``scores`` of every fresh candidate with finite audio, all through each model in one batch."""
-    audible = [(item, cand, audio) for item, cand, audio in fresh if np.isfinite(audio).all()]
+    audible = [(item, cand, track) for item, cand, track in fresh if cand["metrics"]["non_finite_ratio"] == 0]
     if not audible:
         return
     store = handles.store(settings)
+    models = handles.listening(settings)
     sync: dict[str, object] = {}
     for item, _, _ in audible:
         if item.item_id not in sync:
             sync[item.item_id] = VideoFeatures.from_bytes(store.get_bytes(item.video_features_key)).sync_features
+    # CLAP hears the start of a clip; a second more feeds its resampler's filter as the whole track would.
+    clap_samples = math.ceil((listening.clap_seconds(models) + 1.0) * SAMPLE_RATE)
     inputs = [
-        listening.Candidate(audio=audio, sync_features=sync[item.item_id], clap_text=clap_text(item))
-        for item, _, audio in audible
+        listening.Candidate(
+            clap_audio=track.read(0, clap_samples),
+            audio16=resample_mono(track, SAMPLE_RATE, LISTENING_RATE),
+            sync_features=sync[item.item_id],
+            clap_text=clap_text(item),
+        )
+        for item, _, track in audible
     ]
-    scored = listening.listen(inputs, SAMPLE_RATE, handles.listening(settings))
+    scored = listening.listen(inputs, SAMPLE_RATE, models)
     for (_, cand, _), scores in zip(audible, scored, strict=True):
         cand["listening"] = scores.pop("details")
         cand["scores"] = scores
@@ -77,7 +93,9 @@ def _rank(cand: dict, limits: QualityThresholds) -> tuple:
     return (gates, desync, clap, signal_tiebreak, order)
 
 
-def _check_windows(item: WorkItem, audio: np.ndarray, metrics: dict, settings: PipelineSettings) -> list[str]:
+def _check_windows(
+    item: WorkItem, audio: np.ndarray | TrackFile, metrics: dict, settings: PipelineSettings
+) -> list[str]:
     """Seams and windows of a joined track: records each seam's level jump, marks the windows a
     regeneration should redraw, and returns the seam failures."""
     plan = item_plan(item, settings)
@@ -114,26 +132,29 @@ def _assess(handles: Handles, items: list[WorkItem], settings: PipelineSettings)
     """Judge every candidate not judged yet, then point each item at its best candidate."""
     limits = thresholds(settings.quality)
     listen_limits = listening.thresholds(settings)
-    fresh = []
-    for item in items:
-        for order, cand in enumerate(item.candidates):
-            cand["order"] = order
-            if "metrics" not in cand:
-                fresh.append((item, cand, load_audio(handles, cand["raw_audio_key"], settings)))
-    for item, cand, audio in fresh:
-        cand["metrics"] = measure(audio, SAMPLE_RATE, expected_duration_sec=item.duration_sec, thresholds=limits)
-        # True peak and clipping are judged after loudness normalisation, at publish time; here the
-        # generator's raw (peak-normalised) output is judged for what the model itself got wrong.
-        cand["reasons"] = [r for r in failed_checks(cand["metrics"], limits) if not r.startswith("true peak")]
-        if len(item.windows) > 1:
-            cand["reasons"] += _check_windows(item, audio, cand["metrics"], settings)
-            cand["seams"] = item.seams
-            cand["failed_windows"] = [w["index"] for w in item.windows if w.get("failed")]
-    if settings.quality.listen:
-        _listen(handles, fresh, settings)
-        for item, cand, _ in fresh:
-            text = f"{item.caption}\n{item.caption_cot}"
-            cand["reasons"] += failed_listening(cand.get("scores", {}), text, listen_limits)
+    with tempfile.TemporaryDirectory(dir=own_scratch(settings.scratch_dir)) as scratch:
+        fresh = []
+        for item in items:
+            for order, cand in enumerate(item.candidates):
+                cand["order"] = order
+                if "metrics" not in cand:
+                    fresh.append((item, cand, fetch_track(handles, cand["raw_audio_key"], settings, Path(scratch))))
+        for item, cand, track in fresh:
+            cand["metrics"] = measure_track(
+                track, SAMPLE_RATE, expected_duration_sec=item.duration_sec, thresholds=limits
+            )
+            # True peak and clipping are judged after loudness normalisation, at publish time; here the
+            # generator's raw (peak-normalised) output is judged for what the model itself got wrong.
+            cand["reasons"] = [r for r in failed_checks(cand["metrics"], limits) if not r.startswith("true peak")]
+            if len(item.windows) > 1:
+                cand["reasons"] += _check_windows(item, track, cand["metrics"], settings)
+                cand["seams"] = item.seams
+                cand["failed_windows"] = [w["index"] for w in item.windows if w.get("failed")]
+        if settings.quality.listen:
+            _listen(handles, fresh, settings)
+            for item, cand, _ in fresh:
+                text = f"{item.caption}\n{item.caption_cot}"
+                cand["reasons"] += failed_listening(cand.get("scores", {}), text, listen_limits)
     for item in items:
         best = min(item.candidates, key=lambda c: _rank(c, limits))
         item.raw_audio_key = best["raw_audio_key"]

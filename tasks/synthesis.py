@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import io
+import tempfile
 import time
+import uuid
 from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
 
-import numpy as np
+import torch
 
 from storage import Stage
 from tasks.cache_keys import generator_version, item_seed, raw_audio_key, result_key
@@ -15,20 +18,40 @@ from tasks.executors import Batch
 from tasks.handles import Handles
 from tasks.items import WorkItem, batch_share
 from tasks.records import LineageRecords, StageResult
+from tasks.scratch import own_scratch
 from tasks.windows import assign_seeds, item_plan, redraw_regenerated_windows, windows_summary
-from thinksound import peak_normalize
 from thinksound.features import Features, TextFeatures, VideoFeatures
-from thinksound.long_form import synthesize_windows
+from thinksound.long_form import decode_audio, sample_latents
+from thinksound.track_file import TrackFile, TrackWriter
 from thinksound.windows import WindowPlan
 
 # Windows sampled in one model call at most (a 10-minute video has 75), bounding the DiT batch.
 WINDOWS_PER_CALL = 96
+# Samples divided by the peak at a time (10 s at 44.1 kHz).
+NORMALIZE_CHUNK = 441_000
 
 
-def _npy_bytes(audio: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, audio, allow_pickle=False)
-    return buffer.getvalue()
+def write_candidate(pieces: Iterable[torch.Tensor], plan: WindowPlan, length: int, folder: Path) -> Path:
+    """The candidate's peak-normalised audio, cut to `length` samples, as a track file in `folder`.
+
+    The raw pieces go to disk first, while their peak is found over the whole decoded track, and a
+    second pass divides by the peak (`peak_normalize` of the whole track), so no pass holds the track.
+    """
+    raw_path, out_path = folder / "raw.npy", folder / f"{uuid.uuid4().hex}.npy"
+    pieces = iter(pieces)
+    first = next(pieces)
+    peak = first.abs().amax()
+    with TrackWriter(raw_path, channels=first.shape[0], length=plan.track_len * plan.hop) as raw:
+        raw.write(first.numpy())
+        for piece in pieces:
+            peak = torch.maximum(peak, piece.abs().amax())
+            raw.write(piece.numpy())
+    divisor = torch.where(peak > 0, peak, torch.ones_like(peak))
+    with TrackWriter(out_path, channels=first.shape[0], length=length) as out:
+        for start, chunk in TrackFile(raw_path).chunks(NORMALIZE_CHUNK):
+            out.write((torch.from_numpy(chunk[:, : max(0, length - start)]) / divisor).numpy())
+    raw_path.unlink()
+    return out_path
 
 
 def _window_features(handles: Handles, window: dict, settings: PipelineSettings) -> Features:
@@ -40,12 +63,14 @@ def _window_features(handles: Handles, window: dict, settings: PipelineSettings)
 
 
 def _synthesize_group(
-    handles: Handles, items: list[WorkItem], plans: list[WindowPlan], settings: PipelineSettings
-) -> list[list[tuple[int, np.ndarray]]]:
-    """Per item, its ``best_of`` candidates as (seed, audio), every window of every candidate in one call:
-    windows of many videos batch together. A candidate's window k is seeded from the candidate's item
-    seed (of the generation the window was last drawn at) and k."""
+    handles: Handles, items: list[WorkItem], plans: list[WindowPlan], settings: PipelineSettings, scratch: Path
+) -> list[list[tuple[int, str]]]:
+    """Per item, its ``best_of`` candidates as (seed, raw audio key), every window of every candidate in
+    one call: windows of many videos batch together. A candidate's window k is seeded from the
+    candidate's item seed (of the generation the window was last drawn at) and k. Each candidate's audio
+    is decoded and stored a piece at a time."""
     gen = handles.generator(settings)
+    store = handles.store(settings)
     draws = settings.quality.best_of
     features = [[_window_features(handles, w, settings) for w in i.windows] for i in items]
     batch = Features.collate([f for fs in features for _ in range(draws) for f in fs])
@@ -58,7 +83,7 @@ def _synthesize_group(
             plan_list.append(plan)
         # The windows record the seeds of the first candidate.
         assign_seeds(item, lambda g, i=item: item_seed(settings.seed, i.item_id, g))
-    audio = synthesize_windows(
+    latents = sample_latents(
         gen,
         batch,
         plan_list,
@@ -68,15 +93,21 @@ def _synthesize_group(
         cfg_scale=settings.cfg_scale,
         precision=settings.precision,
     )
+    del batch
     sr = gen.config.sample_rate
-    clips = [peak_normalize(a[None])[0].cpu().numpy() for a in audio]
-    return [
-        [
-            (seeds[n * draws + k], clips[n * draws + k][:, : round(item.duration_sec * sr)])
-            for k in range(draws)
-        ]
-        for n, item in enumerate(items)
-    ]
+    out = []
+    for n, item in enumerate(items):
+        drawn = []
+        for k in range(draws):
+            index = n * draws + k
+            pieces = decode_audio(gen, latents[index], plan_list[index], join=settings.join, precision=settings.precision)
+            path = write_candidate(pieces, plan_list[index], round(item.duration_sec * sr), scratch)
+            key = raw_audio_key(item, k)
+            store.put_file(key, path)
+            path.unlink()
+            drawn.append((seeds[index], key))
+        out.append(drawn)
+    return out
 
 
 def _pack(members: list[tuple[WorkItem, WindowPlan]], draws: int) -> list[list[tuple[WorkItem, WindowPlan]]]:
@@ -94,7 +125,6 @@ def _pack(members: list[tuple[WorkItem, WindowPlan]], draws: int) -> list[list[t
 def run_synthesis(handles: Handles, batch: Batch) -> StageResult:
     """Generate audio for the pending items of a batch, bucketed by duration and text presence."""
     settings = batch.settings
-    store = handles.store(settings)
     records = LineageRecords(batch.run_id)
     buckets: dict[tuple[float, bool], list[tuple[WorkItem, WindowPlan]]] = defaultdict(list)
     for item in (i for i in batch.items if i.is_pending):
@@ -108,7 +138,8 @@ def run_synthesis(handles: Handles, batch: Batch) -> StageResult:
         group = [i for i, _ in members]
         started = time.time()
         try:
-            clips = _synthesize_group(handles, group, [p for _, p in members], settings)
+            with tempfile.TemporaryDirectory(dir=own_scratch(settings.scratch_dir)) as scratch:
+                clips = _synthesize_group(handles, group, [p for _, p in members], settings, Path(scratch))
         except (ValueError, RuntimeError) as exc:
             # A model error (bad shapes, out of memory) fails this bucket's items, not the run.
             for item in group:
@@ -120,9 +151,7 @@ def run_synthesis(handles: Handles, batch: Batch) -> StageResult:
         finished = time.time()
         for n, (item, drawn) in enumerate(zip(group, clips, strict=True)):
             item_started, item_finished = batch_share(started, finished, n, len(group))
-            for k, (seed, clip) in enumerate(drawn):
-                key = raw_audio_key(item, k)
-                store.put_bytes(key, _npy_bytes(clip))
+            for k, (seed, key) in enumerate(drawn):
                 item.candidates.append({"generation": item.generation, "candidate": k, "seed": seed, "raw_audio_key": key})
             # Until QC picks a winner, the item points at its first candidate.
             item.seed, item.raw_audio_key = drawn[0][0], item.candidates[-len(drawn)]["raw_audio_key"]

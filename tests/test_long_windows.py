@@ -186,3 +186,15 @@ def test_synthesize_windows_rejects_mixed_window_lengths(gen: Generator) -> None
         )
     with pytest.raises(ValueError, match="join"):
         synthesize_windows(gen, tiny_features(1), [plan_windows(TINY, 2.0)], [[1]], join="linear", steps=1)
+
+
+def test_the_streamed_crossfade_is_the_whole_join(gen: Generator) -> None:
+    from thinksound.long_form import iter_equal_power_join
+
+    plan = plan_windows(TINY, 20.0, overlap_sec=1.0)
+    latents = torch.randn((len(plan.windows), 64, plan.window_len), generator=torch.Generator().manual_seed(5))
+    pieces = list(iter_equal_power_join(lambda x: gen.decode(x), latents, plan))
+    # One piece per window, each final once the next window has started.
+    assert len(pieces) == len(plan.windows)
+    whole = equal_power_join(plan, gen.decode(latents), plan.track_len * HOP)
+    assert torch.equal(torch.cat(pieces, dim=-1), whole)

@@ -1,19 +1,21 @@
 """Audio for tracks of any length: joint sampling of overlapping windows, chunked decoding, both joins.
 
-``joint_euler`` and ``decode_track`` are pure functions of a velocity or decoder callable;
-``synthesize_windows`` runs them with the generator for a batch of items whose windows share a length.
+``joint_euler`` and ``iter_decode_track`` are pure functions of a velocity or decoder callable;
+``sample_latents`` samples a batch of items whose windows share a length with the generator, and
+``decode_audio`` decodes one item's latents to its audio a piece at a time (``synthesize_windows`` joins
+the pieces of every item).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from thinksound.generator import Generator
 from thinksound.sampler import VelocityFn, euler
-from thinksound.windows import JOIN_MODES, WindowPlan, equal_power_join, track_noise, window_seed
+from thinksound.windows import JOIN_MODES, WindowPlan, track_noise, window_seed
 
 # Latent frames decoded per VAE call, and the context decoded on each side of a chunk and dropped. The
 # Oobleck decoder sees about 12 latent frames either way (7-tap convolutions, dilations up to 9 at
@@ -69,6 +71,31 @@ def joint_euler(
     return list(joined.split([p.track_len for p in plans], dim=-1))
 
 
+def iter_decode_track(
+    decode: Callable[[Tensor], Tensor],
+    latents: Tensor,
+    *,
+    chunk: int = DECODE_CHUNK,
+    context: int = DECODE_CONTEXT,
+) -> Iterator[Tensor]:
+    """Decode (C, N) latents to (channels, N * hop) audio, yielded in pieces of `chunk` frames, each
+    decoded with `context` frames either side that are then dropped, so memory is bounded by the chunk,
+    not N.
+
+    Up to `chunk` frames this is one call of `decode`, exactly as decoding the track at once.
+    """
+    n = latents.shape[-1]
+    if n <= chunk:
+        yield decode(latents.unsqueeze(0))[0]
+        return
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        lo, hi = max(0, start - context), min(n, stop + context)
+        audio = decode(latents[:, lo:hi].unsqueeze(0))[0]  # (channels, (hi - lo) * hop)
+        hop = audio.shape[-1] // (hi - lo)
+        yield audio[:, (start - lo) * hop : (stop - lo) * hop]
+
+
 def decode_track(
     decode: Callable[[Tensor], Tensor],
     latents: Tensor,
@@ -76,26 +103,32 @@ def decode_track(
     chunk: int = DECODE_CHUNK,
     context: int = DECODE_CONTEXT,
 ) -> Tensor:
-    """Decode (C, N) latents to (channels, N * hop) audio in chunks of `chunk` frames, each decoded with
-    `context` frames either side that are then dropped, so memory is bounded by the chunk, not N.
+    """The whole (channels, N * hop) audio of `iter_decode_track`."""
+    return torch.cat(list(iter_decode_track(decode, latents, chunk=chunk, context=context)), dim=-1)
 
-    Up to `chunk` frames this is one call of `decode`, exactly as decoding the track at once.
-    """
-    n = latents.shape[-1]
-    if n <= chunk:
-        return decode(latents.unsqueeze(0))[0]
-    pieces = []
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        lo, hi = max(0, start - context), min(n, stop + context)
-        audio = decode(latents[:, lo:hi].unsqueeze(0))[0]  # (channels, (hi - lo) * hop)
-        hop = audio.shape[-1] // (hi - lo)
-        pieces.append(audio[:, (start - lo) * hop : (stop - lo) * hop])
-    return torch.cat(pieces, dim=-1)
+
+def iter_equal_power_join(
+    decode: Callable[[Tensor], Tensor], latents: Tensor, plan: WindowPlan
+) -> Iterator[Tensor]:
+    """`equal_power_join` of the decoded (K, C, W) window latents, decoding one window at a time and
+    yielding each stretch of the track as soon as no later window reaches it."""
+    done, pending = 0, None  # pending: the joined audio from sample `done` on, not final yet
+    for w in plan.windows:
+        clip = decode(latents[w.index].unsqueeze(0))[0].float()  # (channels, W * hop)
+        a, b = w.start * plan.hop, w.end * plan.hop
+        if pending is None:
+            pending = torch.zeros((clip.shape[0], 0), dtype=clip.dtype)
+        if done + pending.shape[-1] < b:
+            grow = torch.zeros((clip.shape[0], b - done - pending.shape[-1]), dtype=clip.dtype)
+            pending = torch.cat([pending, grow], dim=-1)
+        pending[:, a - done : b - done] += clip[:, : b - a] * plan.window_gains(w.index, a, b).to(clip.dtype)
+        final = plan.windows[w.index + 1].start * plan.hop if w.index + 1 < len(plan.windows) else b
+        yield pending[:, : final - done]
+        pending, done = pending[:, final - done :], final
 
 
 @torch.no_grad()
-def synthesize_windows(
+def sample_latents(
     gen: Generator,
     features: Mapping[str, Tensor],
     plans: Sequence[WindowPlan],
@@ -106,13 +139,11 @@ def synthesize_windows(
     cfg_scale: float = 5.0,
     precision: str = "fp32",
 ) -> list[Tensor]:
-    """Raw (channels, track_len * hop) float32 audio per item, from features of every window.
+    """Per item, the latents its audio is decoded from: the joined (C, track_len) track for
+    ``multidiffusion``, its windows' (K, C, W) latents, sampled each on its own, for ``crossfade``.
 
     `features` are batched over all windows, item after item, window after window; every window shares
-    one length and generation duration. `window_seeds[i][k]` seeds window k of item i. ``multidiffusion``
-    samples each item's windows jointly and decodes the joined latent track; ``crossfade`` samples every
-    window on its own and joins the decoded windows with equal-power fades. A one-window item gives the
-    same audio as ``synthesize`` with the window's seed, in either mode.
+    one length and generation duration. `window_seeds[i][k]` seeds window k of item i.
     """
     if join not in JOIN_MODES:
         raise ValueError(f"join must be one of {JOIN_MODES}, got {join!r}")
@@ -131,15 +162,12 @@ def synthesize_windows(
         return gen.guided_flow(prepared, x, t)
 
     latent_dim, device = gen.config.latent_dim, gen.device
-    decode_precision = "fp16" if precision == "fp16" else "fp32"
     if join == "multidiffusion":
         noises = [
             track_noise(p, latent_dim, list(s)).to(device) for p, s in zip(plans, window_seeds, strict=True)
         ]
         with gen.autocast(precision):
-            tracks = joint_euler(velocity, noises, plans, steps=steps)
-        with gen.autocast(decode_precision):
-            return [decode_track(gen.decode, track).float() for track in tracks]
+            return joint_euler(velocity, noises, plans, steps=steps)
     noise = torch.stack(
         [
             torch.randn((latent_dim, window_len), generator=torch.Generator().manual_seed(int(seed)))
@@ -149,14 +177,51 @@ def synthesize_windows(
     ).to(device)
     with gen.autocast(precision):
         latents = euler(velocity, noise, steps=steps)
-    with gen.autocast(decode_precision):
-        clips = gen.decode(latents).float().cpu()
-    out, offset = [], 0
-    for plan in plans:
-        k = len(plan.windows)
-        out.append(equal_power_join(plan, clips[offset : offset + k], plan.track_len * plan.hop))
-        offset += k
-    return out
+    return list(latents.split([len(p.windows) for p in plans]))
+
+
+def decode_audio(
+    gen: Generator, latents: Tensor, plan: WindowPlan, *, join: str = "multidiffusion", precision: str = "fp32"
+) -> Iterator[Tensor]:
+    """An item's raw float32 audio from its `sample_latents`, (channels, n) piece after piece, in order,
+    track_len * hop samples in all; memory holds a few windows' audio, whatever the track's length."""
+    # The waveform is decoded in float32 unless fp16 is asked for (see `synthesis.synthesize`).
+    decode_precision = "fp16" if precision == "fp16" else "fp32"
+
+    def decode(x: Tensor) -> Tensor:
+        with torch.no_grad(), gen.autocast(decode_precision):
+            return gen.decode(x)
+
+    if join == "multidiffusion":
+        return (piece.float().cpu() for piece in iter_decode_track(decode, latents))
+    return (piece.cpu() for piece in iter_equal_power_join(decode, latents, plan))
+
+
+def synthesize_windows(
+    gen: Generator,
+    features: Mapping[str, Tensor],
+    plans: Sequence[WindowPlan],
+    window_seeds: Sequence[Sequence[int]],
+    *,
+    join: str = "multidiffusion",
+    steps: int = 24,
+    cfg_scale: float = 5.0,
+    precision: str = "fp32",
+) -> list[Tensor]:
+    """Raw (channels, track_len * hop) float32 audio per item, from features of every window: the whole
+    tracks of `sample_latents` and `decode_audio`.
+
+    ``multidiffusion`` samples each item's windows jointly and decodes the joined latent track;
+    ``crossfade`` samples every window on its own and joins the decoded windows with equal-power fades.
+    A one-window item gives the same audio as ``synthesize`` with the window's seed, in either mode.
+    """
+    latents = sample_latents(
+        gen, features, plans, window_seeds, join=join, steps=steps, cfg_scale=cfg_scale, precision=precision
+    )
+    return [
+        torch.cat(list(decode_audio(gen, item, plan, join=join, precision=precision)), dim=-1)
+        for item, plan in zip(latents, plans, strict=True)
+    ]
 
 
 def default_window_seeds(plan: WindowPlan, item_seed: int) -> list[int]:

@@ -1,14 +1,11 @@
-"""Writing audio files and muxing generated audio into the source video with FFmpeg."""
+"""Muxing generated audio into the source video with FFmpeg (the WAV is written by ``track_quality``)."""
 
 from __future__ import annotations
 
-import io
 import subprocess
 from pathlib import Path
 
 import imageio_ffmpeg
-import numpy as np
-import soundfile
 
 # Codecs copied as they are into the dubbed MP4, which browsers play. Anything else (MPEG-4 Part 2,
 # which MP4 carries but browsers show without a picture, ProRes, MJPEG, VP8, ...) is re-encoded to H.264.
@@ -19,13 +16,6 @@ REENCODE_ARGS = ("-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_f
 
 class MuxError(RuntimeError):
     """FFmpeg could not write the dubbed video."""
-
-
-def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
-    """16-bit PCM WAV of (channels, samples) float audio in [-1, 1]."""
-    buffer = io.BytesIO()
-    soundfile.write(buffer, np.clip(audio, -1.0, 1.0).T, sample_rate, format="WAV", subtype="PCM_16")
-    return buffer.getvalue()
 
 
 def needs_reencode(video_codec: str | None) -> bool:

@@ -128,12 +128,24 @@ def normalize_loudness(
     computing them again. Returns the new audio and the gain applied in dB. Silent audio is returned
     unchanged.
     """
-    loudness = measured["loudness_lufs"] if measured else integrated_loudness(audio, sample_rate)
-    if loudness is None or not math.isfinite(loudness):
+    if measured is None:
+        measured = {
+            "loudness_lufs": integrated_loudness(audio, sample_rate),
+            "true_peak_dbtp": true_peak_dbtp(audio, sample_rate),
+        }
+    gain_db = loudness_gain_db(measured, target_lufs=target_lufs, max_true_peak_dbtp=max_true_peak_dbtp)
+    if gain_db == 0.0:
         return audio, 0.0
-    true_peak = measured["true_peak_dbtp"] if measured else true_peak_dbtp(audio, sample_rate)
-    gain_db = min(target_lufs - loudness, max_true_peak_dbtp - true_peak)
     return (audio * 10 ** (gain_db / 20)).astype(audio.dtype), gain_db
+
+
+def loudness_gain_db(measured: dict[str, float], *, target_lufs: float, max_true_peak_dbtp: float) -> float:
+    """The gain (dB) that brings audio of the measured loudness and true peak to the loudness target,
+    backing off where the true peak would pass its limit; 0 for silent audio."""
+    loudness = measured.get("loudness_lufs")
+    if loudness is None or not math.isfinite(loudness):
+        return 0.0
+    return min(target_lufs - loudness, max_true_peak_dbtp - measured["true_peak_dbtp"])
 
 
 def measure_after_gain(

@@ -98,21 +98,22 @@ class WindowPlan:
         a, b = self.fades[seam]
         return (a + b) / 2 * self.hop / self.sample_rate
 
+    def window_weight(self, index: int, positions: Tensor) -> Tensor:
+        """(P,) weight of window `index` at positions given in latent-frame units (float64)."""
+        pos, w = positions.to(torch.float64), self.windows[index]
+        weight = ((pos >= w.start) & (pos < w.end)).to(torch.float64)
+        if w.index > 0:
+            weight = weight * torch.sin(_ramp(pos, *self.fades[w.index - 1])) ** 2
+        if w.index < len(self.windows) - 1:
+            weight = weight * torch.cos(_ramp(pos, *self.fades[w.index])) ** 2
+        return weight
+
     def weights(self, positions: Tensor) -> Tensor:
         """(K, P) weights of every window at positions given in latent-frame units (float64).
 
         They are zero outside each window and sum to one at every covered position.
         """
-        pos = positions.to(torch.float64)
-        rows = []
-        for w in self.windows:
-            weight = ((pos >= w.start) & (pos < w.end)).to(torch.float64)
-            if w.index > 0:
-                weight = weight * torch.sin(_ramp(pos, *self.fades[w.index - 1])) ** 2
-            if w.index < len(self.windows) - 1:
-                weight = weight * torch.cos(_ramp(pos, *self.fades[w.index])) ** 2
-            rows.append(weight)
-        return torch.stack(rows)
+        return torch.stack([self.window_weight(w.index, positions) for w in self.windows])
 
     def latent_weights(self) -> Tensor:
         """(K, track_len) weights at the centres of the latent frames."""
@@ -121,6 +122,11 @@ class WindowPlan:
     def sample_weights(self, length: int) -> Tensor:
         """(K, length) weights at the centres of audio samples."""
         return self.weights((torch.arange(length, dtype=torch.float64) + 0.5) / self.hop)
+
+    def window_gains(self, index: int, start: int, stop: int) -> Tensor:
+        """(stop - start,) equal-power gains sqrt(weight) of window `index` over audio samples [start, stop)."""
+        positions = (torch.arange(start, stop, dtype=torch.float64) + 0.5) / self.hop
+        return self.window_weight(index, positions).sqrt()
 
 
 def _ramp(pos: Tensor, start: float, stop: float) -> Tensor:
@@ -194,9 +200,8 @@ def track_noise(plan: WindowPlan, latent_dim: int, seeds: list[int]) -> Tensor:
 def equal_power_join(plan: WindowPlan, clips: Tensor, length: int) -> Tensor:
     """Join independently generated window audio (K, channels, window_len * hop) into (channels, length)
     with equal-power gains sqrt(weight): uncorrelated windows keep their power through every fade."""
-    gains = plan.sample_weights(plan.track_len * plan.hop).sqrt().to(clips.dtype)
     out = torch.zeros((clips.shape[1], plan.track_len * plan.hop), dtype=clips.dtype)
     for w, clip in zip(plan.windows, clips, strict=True):
         a, b = w.start * plan.hop, w.end * plan.hop
-        out[:, a:b] += clip[:, : b - a] * gains[w.index, a:b]
+        out[:, a:b] += clip[:, : b - a] * plan.window_gains(w.index, a, b).to(clips.dtype)
     return out[:, :length]

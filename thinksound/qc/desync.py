@@ -81,7 +81,11 @@ class SyncScorer(nn.Module):
             raise ValueError(f"{len(visual)} visual feature sets for {len(audio)} clips")
         h = self.head_config
         dev = self.vproj.weight.device
-        aud_tokens = self.audio_tokens(audio)
+        # Only as many audio segments as the video has are compared: audio past them (most of a long
+        # track, whose sync features are its first window's) is never tokenised.
+        mel = self.mel.cfg
+        needed = [mel.segment_samples + (v.shape[0] // h.visual_tokens - 1) * mel.segment_hop for v in visual]
+        aud_tokens = self.audio_tokens([a[: max(n, mel.segment_samples)] for a, n in zip(audio, needed, strict=True)])
         vis_windows, aud_windows, owners, looped = [], [], [], []
         for n, (vis, aud) in enumerate(zip(visual, aud_tokens, strict=True)):
             vis = vis.to(dev, self.dtype).unflatten(0, (-1, h.visual_tokens))  # (Sv, 8, Dv)
