@@ -65,7 +65,7 @@ def test_cli_dubs_every_second_of_videos_longer_than_a_window(long_videos: Path,
     env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", HF_HUB_OFFLINE="1")
     done = subprocess.run(
         [THINKSOUND, "run", str(long_videos), "--preset", "tiny", "--workdir", str(workdir), "--steps", "2"],
-        env=env, capture_output=True, text=True, timeout=900,
+        env=env, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     with duckdb.connect(str(workdir / "lineage.duckdb"), read_only=True) as con:
