@@ -217,6 +217,9 @@ def main() -> None:
         from driver_cost import driver_cost
 
         print(f"\n== driver cost per item (stand-in stages, real flow, Prefect and lineage), batch {args.batch_size} ==")
+        # A process's first flow run pays one-time costs (lazy imports, Prefect's client): reported apart.
+        warmup = driver_cost(20, settings("driver-warmup"))
+        print(f"warm-up run (20 items, once per process): {warmup['cpu_ms_per_item'] * 20:.0f} ms CPU")
         for n in (int(v) for v in args.driver_cost.split(",")):
             cost = driver_cost(n, settings(f"driver{n}"))
             print(f"N={n}: {cost['cpu_ms_per_item']:.3f} ms CPU/item, {cost['wall_ms_per_item']:.3f} ms wall/item")
