@@ -187,7 +187,10 @@ def main() -> None:
 
     from flows.embedded_api import embedded_prefect_api
 
-    with tempfile.TemporaryDirectory(prefix="bench-qc-videos-") as folder, embedded_prefect_api() as api:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-qc-videos-") as folder,
+        embedded_prefect_api(Path(tempfile.gettempdir()) / "bench-qc-prefect-api.log") as api,
+    ):
         if api:
             api.wait_ready()
         for n in range(args.videos):

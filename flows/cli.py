@@ -39,6 +39,11 @@ console = Console(stderr=True)
 Workdir = Annotated[Path, typer.Option("--workdir", "-w", help="Lineage, local artifacts and Prefect state.")]
 
 
+def _api_log(workdir: Path) -> Path:
+    """Where the embedded Prefect API of a command on this work directory writes its output."""
+    return workdir / "logs" / "prefect-api.log"
+
+
 def _prepare_environment(workdir: Path) -> None:
     record_workdir(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -254,7 +259,7 @@ def run(
             ),
         )
     settings = preflight_or_exit(settings, workdir)
-    with embedded_prefect_api() as api, _run_errors():
+    with embedded_prefect_api(_api_log(workdir)) as api, _run_errors():
         from flows.dub import dub_dataset, new_run_id
         from tasks.sources import list_sources
 
@@ -326,7 +331,7 @@ def reprocess(
 
             check_where(where, stage)
     # Each group of items is checked for its models where it runs, with its failed run's settings.
-    with embedded_prefect_api() as api, _run_errors():
+    with embedded_prefect_api(_api_log(workdir)) as api, _run_errors():
         from flows.dub import new_run_id
         from flows.reprocess import reprocess_failed
 
@@ -377,7 +382,7 @@ def demo(
                    cot={"url": cot_url, "model": cot_model}, quality={"best_of": best_of}),
         )
     settings = preflight_or_exit(settings, workdir)
-    with embedded_prefect_api() as api:
+    with embedded_prefect_api(_api_log(workdir)) as api:
         from flows.demo import HOST, serve
         from flows.demo_backend import DemoBackend
         from flows.demo_input import UploadLimits

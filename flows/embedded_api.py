@@ -31,7 +31,7 @@ def _free_port() -> int:
 class EmbeddedPrefectApi:
     """One temporary Prefect API on 127.0.0.1, owned by this process."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_path: Path) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/api"
         package_dir = Path(importlib.util.find_spec("prefect").origin).parent
@@ -41,20 +41,31 @@ class EmbeddedPrefectApi:
             "--log-level", "error", "--lifespan", "on",
         ]
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1"}
-        self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        # The server's own output (its shutdown noise included: a command that ends as the server is still
+        # starting up can make SQLAlchemy print a traceback) goes to a log, not to the user's terminal.
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
 
     def wait_ready(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the embedded Prefect API exited with status {self.process.returncode}")
+                raise RuntimeError(
+                    f"the embedded Prefect API exited with status {self.process.returncode}; see {self.log_path}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
                     if response.status == 200:
                         return
             except OSError:
                 time.sleep(0.1)
-        raise TimeoutError(f"the embedded Prefect API did not answer within {timeout_s:.0f} s")
+        raise TimeoutError(
+            f"the embedded Prefect API did not answer within {timeout_s:.0f} s; see {self.log_path}"
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -67,8 +78,9 @@ class EmbeddedPrefectApi:
 
 
 @contextlib.contextmanager
-def embedded_prefect_api() -> Iterator[EmbeddedPrefectApi | None]:
+def embedded_prefect_api(log_path: Path) -> Iterator[EmbeddedPrefectApi | None]:
     """Start the embedded API unless PREFECT_API_URL names a server; point this process at it.
+    The server's output goes to `log_path`.
 
     Call before anything imports Prefect, since Prefect reads PREFECT_API_URL when it loads its
     settings. Yields None when a server is configured.
@@ -76,7 +88,7 @@ def embedded_prefect_api() -> Iterator[EmbeddedPrefectApi | None]:
     if os.environ.get("PREFECT_API_URL"):
         yield None
         return
-    api = EmbeddedPrefectApi()
+    api = EmbeddedPrefectApi(log_path)
     os.environ["PREFECT_API_URL"] = api.url
     try:
         with _without_flow_heartbeats():

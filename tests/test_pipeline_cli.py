@@ -45,6 +45,7 @@ def test_run_completes_with_failed_items_and_reruns_from_cache(videos, tmp_path)
     assert (workdir / "lineage.duckdb").is_file()
     assert (workdir / "artifacts" / "outputs").is_dir()
     assert (workdir / "prefect").is_dir(), "Prefect state must stay inside the work directory"
+    assert (workdir / "logs" / "prefect-api.log").is_file(), "the embedded API's own output goes to a log"
     with duckdb.connect(str(workdir / "lineage.duckdb"), read_only=True) as con:
         status = dict(con.execute("SELECT source, status FROM item_status").fetchall())
     assert status == {
