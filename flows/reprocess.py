@@ -3,6 +3,7 @@ that failed each one, and only the overrides the caller names."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from flows.dub import (
 )
 from tasks.config import PipelineSettings, S3Settings, merge_settings
 from tasks.items import WorkItem
-from tasks.run_lineage import close_lineage, open_lineage
+from tasks.run_lineage import Lineage, close_lineage, open_lineage
 from tasks.score_filter import ScoreFilter, check_where, select_scored
 from tasks.sources import MANIFEST_SUFFIXES, ROW_ERROR_PREFIX, resolve_location
 
@@ -77,21 +78,12 @@ def _used_generations(home: PipelineSettings, item_ids: list[str]) -> dict[str, 
     return {r["item_id"]: r["generation"] for r in rows if r["generation"] is not None}
 
 
-def select_failed(
-    home: PipelineSettings,
-    *,
-    from_run: str | None = None,
-    stage: str | None = None,
-    error_contains: str | None = None,
-    include_rejected: bool = True,
+def _work_items(
+    home: PipelineSettings, lin: Lineage, rows: list[dict[str, Any]], generation: Callable[[dict[str, Any], dict[str, int]], int]
 ) -> list[tuple[str, WorkItem]]:
-    """Failed (and rejected) sources whose latest state matches the filters, as fresh work items, each
-    with the run whose outcome it is."""
-    statuses = ("failed", "rejected") if include_rejected else ("failed",)
-    lin = open_lineage(home)
-    rows = lin.select_for_reprocess(run_id=from_run, stage=stage, error_contains=error_contains, statuses=statuses)
+    """Selected lineage rows as fresh work items, each with the run whose outcome it is; `generation`
+    picks a row's generation from the highest one each item has used."""
     inputs = {r["run_id"]: r["input"] for r in lin.execute("SELECT run_id, input FROM runs")}
-    # A rejected item reruns with seeds none of its earlier generations used.
     used = _used_generations(home, [r["item_id"] for r in rows if r.get("item_id")])
     return [
         (
@@ -108,11 +100,32 @@ def select_failed(
                 provided_cot=row.get("caption_cot"),
                 start_sec=row.get("start_sec") or 0.0,
                 requested_duration_sec=row.get("requested_duration_sec"),
-                generation=used[row["item_id"]] + 1 if row["status"] == "rejected" and row["item_id"] in used else 0,
+                generation=generation(row, used),
             ),
         )
         for n, row in enumerate(rows)
     ]
+
+
+def select_failed(
+    home: PipelineSettings,
+    *,
+    from_run: str | None = None,
+    stage: str | None = None,
+    error_contains: str | None = None,
+    include_rejected: bool = True,
+) -> list[tuple[str, WorkItem]]:
+    """Failed (and rejected) sources whose latest state matches the filters, as fresh work items, each
+    with the run whose outcome it is."""
+    statuses = ("failed", "rejected") if include_rejected else ("failed",)
+    lin = open_lineage(home)
+    rows = lin.select_for_reprocess(run_id=from_run, stage=stage, error_contains=error_contains, statuses=statuses)
+
+    def generation(row: dict[str, Any], used: dict[str, int]) -> int:
+        # A rejected item reruns with seeds none of its earlier generations used.
+        return used[row["item_id"]] + 1 if row["status"] == "rejected" and row["item_id"] in used else 0
+
+    return _work_items(home, lin, rows, generation)
 
 
 def select_by_scores(
@@ -126,27 +139,7 @@ def select_by_scores(
     """
     lin = open_lineage(home)
     rows = select_scored(lin, where, run_id=from_run)
-    inputs = {r["run_id"]: r["input"] for r in lin.execute("SELECT run_id, input FROM runs")}
-    used = _used_generations(home, [r["item_id"] for r in rows if r.get("item_id")])
-    return [
-        (
-            row["run_id"],
-            WorkItem(
-                source=row["source"],
-                source_display=row.get("source_display"),
-                segment=row.get("segment") or "",
-                location=_location(row["source"], inputs.get(row["run_id"])),
-                position=n,
-                manifest_id=row.get("manifest_id"),
-                provided_caption=row.get("caption"),
-                provided_cot=row.get("caption_cot"),
-                start_sec=row.get("start_sec") or 0.0,
-                requested_duration_sec=row.get("requested_duration_sec"),
-                generation=used.get(row["item_id"], -1) + 1,
-            ),
-        )
-        for n, row in enumerate(rows)
-    ]
+    return _work_items(home, lin, rows, lambda row, used: used.get(row["item_id"], -1) + 1)
 
 
 def describe_filter(
